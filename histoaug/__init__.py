@@ -1,0 +1,37 @@
+"""histoaug: synthetic histopathology patches from latent diffusion models, for PyTorch training.
+
+Public API (see DESIGN.md): :class:`PCam`, :func:`sample_root`, :class:`PCamWriter` and the
+typed errors in :mod:`histoaug.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from histoaug._version import __version__
+from histoaug.data.pcam import PCam
+from histoaug.data.pcam_writer import PCamWriter
+from histoaug.errors import (
+    HistoaugError,
+    InvalidArgumentError,
+    OutputExistsError,
+    OutputWriteError,
+    PCamFilesNotFoundError,
+    PCamFormatError,
+)
+from histoaug.sample import sample_root
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "HistoaugError",
+    "InvalidArgumentError",
+    "OutputExistsError",
+    "OutputWriteError",
+    "PCam",
+    "PCamFilesNotFoundError",
+    "PCamFormatError",
+    "PCamWriter",
+    "__version__",
+    "sample_root",
+]

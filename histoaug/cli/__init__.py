@@ -1,0 +1,1 @@
+"""The ``histoaug`` command line."""

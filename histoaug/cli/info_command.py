@@ -1,0 +1,31 @@
+"""``histoaug info``: versions, devices and available backends."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from histoaug.environment import probe_environment
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("info", help="show versions, devices and available backends")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = probe_environment()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    print(f"histoaug {report.histoaug}  python {report.python}  ({report.platform})")
+    print(f"CPU cores: {report.cpu_count}")
+    print("CUDA devices: " + (", ".join(report.cuda_devices) or "none"))
+    print("Backends:")
+    for name, state in report.backends.items():
+        print(f"  {name:<12} {state}")
+    print("Packages:")
+    for name, version in report.packages.items():
+        print(f"  {name:<16} {version or 'not installed'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Reading and writing PCam-format HDF5 data."""

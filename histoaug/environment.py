@@ -1,0 +1,96 @@
+"""What this machine offers histoaug: package versions, devices and runnable backends.
+
+Optional packages are probed with ``importlib.util.find_spec`` first, so a missing GPU-only
+package (tensorrt, onnxruntime-gpu, xformers) is reported as absent, never as an error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from histoaug._version import __version__
+
+_REPORTED_PACKAGES = (
+    "torch", "numpy", "h5py", "diffusers", "transformers", "onnx", "onnxruntime",
+    "onnxruntime-gpu", "albumentations", "safetensors", "tensorrt", "xformers", "triton",
+)
+
+
+@dataclass
+class EnvironmentReport:
+    histoaug: str
+    python: str
+    platform: str
+    cpu_count: int
+    packages: dict[str, str | None]
+    cuda_devices: list[str] = field(default_factory=list)
+    onnxruntime_providers: list[str] = field(default_factory=list)
+    backends: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def package_version(distribution: str) -> str | None:
+    """Installed version of a distribution, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cuda_devices() -> list[str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [
+        f"cuda:{index} {torch.cuda.get_device_name(index)}"
+        for index in range(torch.cuda.device_count())
+    ]
+
+
+def onnxruntime_providers() -> list[str]:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return []
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def backend_availability(devices: list[str], providers: list[str]) -> dict[str, str]:
+    """Each synthesis backend -> 'available (...)' or 'unavailable: reason'."""
+    torch_devices = "cpu" + (", cuda" if devices else "")
+    report = {"torch": f"available ({torch_devices})"}
+    if providers:
+        report["onnxruntime"] = f"available ({', '.join(providers)})"
+    else:
+        report["onnxruntime"] = "unavailable: onnxruntime is not installed"
+    if importlib.util.find_spec("tensorrt") is None:
+        report["tensorrt"] = "unavailable: tensorrt is not installed (pip install 'histoaug[tensorrt]')"
+    elif not devices:
+        report["tensorrt"] = "unavailable: no CUDA device"
+    else:
+        report["tensorrt"] = "available"
+    return report
+
+
+def probe_environment() -> EnvironmentReport:
+    devices = cuda_devices()
+    providers = onnxruntime_providers()
+    return EnvironmentReport(
+        histoaug=__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        cpu_count=os.cpu_count() or 1,
+        packages={name: package_version(name) for name in _REPORTED_PACKAGES},
+        cuda_devices=devices,
+        onnxruntime_providers=providers,
+        backends=backend_availability(devices, providers),
+    )
