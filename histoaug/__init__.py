@@ -12,6 +12,7 @@ from histoaug._version import __version__
 from histoaug.data.pcam import PCam
 from histoaug.data.pcam_writer import PCamWriter
 from histoaug.errors import (
+    ArtifactError,
     HistoaugError,
     InvalidArgumentError,
     OutputExistsError,
@@ -24,6 +25,7 @@ from histoaug.sample import sample_root
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "ArtifactError",
     "HistoaugError",
     "InvalidArgumentError",
     "OutputExistsError",

@@ -30,3 +30,7 @@ class InvalidArgumentError(HistoaugError, ValueError):
 
 class OutputWriteError(HistoaugError, OSError):
     """An output cannot be written (permissions, disk full, missing directory)."""
+
+
+class ArtifactError(HistoaugError, ValueError):
+    """A model, artifact or prompts file is missing, malformed, tampered with or truncated."""

@@ -1,0 +1,151 @@
+"""Prompts a model was trained on: ``PromptBank`` and its ``prompts.json`` file.
+
+The runtime and the training module share this format. A prompt has an integer ``id`` (its
+row in the stored prompt embeddings), the ``label`` it stands for (0 healthy, 1 tumour), an
+optional ``morphology`` type (the K-means cluster of the paper's morphology-enriched prompts;
+``None`` for the label-only baseline) and the ``text`` given to the text encoder.
+
+File format (``prompts.json``)::
+
+    {"format": "histoaug.prompts/1",
+     "kind": "morphology" | "baseline" | "custom",
+     "template": "...",                # how texts were made (informational)
+     "prompts": [{"id": 0, "label": 0, "morphology": 3, "text": "..."}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError
+
+PROMPTS_FORMAT = "histoaug.prompts/1"
+PROMPTS_FILE = "prompts.json"
+
+
+class PromptsFileError(ArtifactError):
+    """A prompts.json file is missing fields, malformed, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: int
+    label: int
+    morphology: int | None
+    text: str
+
+
+class PromptBank:
+    """An ordered, validated set of prompts with ids ``0..n-1``."""
+
+    def __init__(
+        self, prompts: Iterable[Prompt], *, kind: str = "custom", template: str = ""
+    ) -> None:
+        self.prompts: tuple[Prompt, ...] = tuple(sorted(prompts, key=lambda p: p.id))
+        self.kind = kind
+        self.template = template
+        if not self.prompts:
+            raise InvalidArgumentError("a prompt bank needs at least one prompt")
+        ids = [p.id for p in self.prompts]
+        if ids != list(range(len(ids))):
+            raise InvalidArgumentError(f"prompt ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+        for prompt in self.prompts:
+            if prompt.label not in (0, 1):
+                raise InvalidArgumentError(f"prompt {prompt.id}: label must be 0 or 1, got {prompt.label}")
+            if not prompt.text.strip():
+                raise InvalidArgumentError(f"prompt {prompt.id}: empty text")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __iter__(self) -> Iterator[Prompt]:
+        return iter(self.prompts)
+
+    def __getitem__(self, prompt_id: int) -> Prompt:
+        if not 0 <= prompt_id < len(self.prompts):
+            raise InvalidArgumentError(
+                f"unknown prompt id {prompt_id}; this model has ids 0..{len(self.prompts) - 1}"
+            )
+        return self.prompts[prompt_id]
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.prompts]
+
+    def ids_for_label(self, label: int) -> list[int]:
+        """Prompt ids whose label is ``label`` (in id order)."""
+        ids = [p.id for p in self.prompts if p.label == label]
+        if not ids:
+            raise InvalidArgumentError(f"this model has no prompt for label {label}")
+        return ids
+
+    # --- files -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PROMPTS_FORMAT,
+            "kind": self.kind,
+            "template": self.template,
+            "prompts": [asdict(p) for p in self.prompts],
+        }
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``prompts.json`` atomically (``path`` may be the file or its directory)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / PROMPTS_FILE
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+        work = path.with_name(path.name + ".partial")
+        work.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(work, path)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "prompts") -> PromptBank:
+        if not isinstance(data, dict) or data.get("format") != PROMPTS_FORMAT:
+            raise PromptsFileError(f"{source}: not a {PROMPTS_FORMAT} file")
+        try:
+            prompts = [
+                Prompt(
+                    id=int(item["id"]),
+                    label=int(item["label"]),
+                    morphology=None if item.get("morphology") is None else int(item["morphology"]),
+                    text=str(item["text"]),
+                )
+                for item in data["prompts"]
+            ]
+            return cls(prompts, kind=str(data.get("kind", "custom")), template=str(data.get("template", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PromptsFileError(f"{source}: malformed prompt entry ({exc})") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> PromptBank:
+        """Read ``prompts.json`` (``path`` may be the file or its directory)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / PROMPTS_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise PromptsFileError(f"{path}: prompts file not found") from exc
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PromptsFileError(f"{path}: cannot read prompts ({exc})") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def baseline(cls) -> PromptBank:
+        """The paper's label-only prompts: 'healthy' and 'cancerous' lymph-node tissue."""
+        template = "a histopathology image of {condition} lymph node tissue"
+        return cls(
+            [
+                Prompt(0, 0, None, template.format(condition="healthy")),
+                Prompt(1, 1, None, template.format(condition="cancerous")),
+            ],
+            kind="baseline",
+            template=template,
+        )
