@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from histoaug.data.pcam_writer import write_pcam_split  # noqa: E402
+from histoaug.data.pcam_writer import write_pcam_split
 
 TILE = 96
 STRIDE = 48
