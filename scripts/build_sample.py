@@ -129,8 +129,7 @@ def main() -> None:
             "histoaug_sample": "built by scripts/build_sample.py; see DATA_CARD.md",
             "tile_origins_label_top_left": np.asarray(origins, dtype=np.int32)[order],
         }
-        write_pcam_split(args.out, split, x, y, attrs=attrs, overwrite=args.overwrite,
-                         compression="gzip", compression_level=9)
+        write_pcam_split(args.out, split, x, y, attrs=attrs, overwrite=args.overwrite)
     total = sum(p.stat().st_size for p in args.out.glob("*.h5"))
     print(f"wrote {args.out} ({total / 1e6:.2f} MB)")
 

@@ -16,7 +16,7 @@ def test_single_file_with_extras_reads_back_everywhere(tmp_path):
     path = tmp_path / "synthetic.h5"
     with PCamWriter(
         path, 70, extra={"prompt_id": np.int16, "seed": np.int64},
-        attrs={"sampler": "dpmsolver++", "steps": 20}, chunk_items=16,
+        attrs={"sampler": "dpmsolver++", "steps": 20}, compression="gzip", chunk_items=16,
     ) as writer:
         for start in (32, 0, 64):  # blocks in any order
             stop = min(start + 32, 70)
@@ -42,8 +42,9 @@ def test_single_file_with_extras_reads_back_everywhere(tmp_path):
 
 def test_release_layout_split(tmp_path):
     images, labels = random_patches(9, seed=1)
-    write_pcam_split(tmp_path, "test", images, labels, compression=None)
+    write_pcam_split(tmp_path, "test", images, labels)
     dataset = PCam(tmp_path, "test")
+    assert isinstance(dataset._image_source(), np.memmap)  # contiguous: memory-mapped fast path
     np.testing.assert_array_equal(dataset.read_images(range(9)), images)
     np.testing.assert_array_equal(dataset.labels, labels)
 
