@@ -49,13 +49,33 @@ def test_release_layout_split(tmp_path):
     np.testing.assert_array_equal(dataset.labels, labels)
 
 
-def test_failure_inside_block_leaves_nothing(tmp_path):
-    images, labels = random_patches(4, seed=2)
+def test_interrupted_write_resumes_to_the_same_file(tmp_path):
+    images, labels = random_patches(6, seed=2)
     path = tmp_path / "out.h5"
-    with pytest.raises(RuntimeError), PCamWriter(path, 4) as writer:
+    with pytest.raises(RuntimeError), PCamWriter(path, 6, plan="p1", attrs={"steps": 20}) as writer:
         writer.write(0, x=images[:2], y=labels[:2])
         raise RuntimeError("generation crashed")
-    assert not path.exists() and not work_path(path).exists()
+    assert not path.exists() and work_path(path).exists()
+
+    with pytest.raises(OutputExistsError, match="--resume"):
+        PCamWriter(path, 6, plan="p1")
+    with pytest.raises(InvalidArgumentError, match="other settings"):
+        PCamWriter(path, 6, plan="p2", resume=True)
+
+    with PCamWriter(path, 6, plan="p1", resume=True) as writer:
+        np.testing.assert_array_equal(writer.rows_written, [1, 1, 0, 0, 0, 0])
+        writer.write(2, x=images[2:], y=labels[2:])
+    straight = tmp_path / "straight.h5"
+    with PCamWriter(straight, 6, plan="p1", attrs={"steps": 20}) as writer:
+        writer.write(0, x=images, y=labels)
+    assert path.read_bytes() == straight.read_bytes()
+    np.testing.assert_array_equal(PCam(path).read_images(range(6)), images)
+
+
+def test_abort_removes_the_work_file(tmp_path):
+    writer = PCamWriter(tmp_path / "out.h5", 2)
+    writer.abort()
+    assert not work_path(tmp_path / "out.h5").exists()
 
 
 def test_incomplete_file_is_not_committed(tmp_path):

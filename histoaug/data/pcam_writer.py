@@ -4,6 +4,14 @@ Rows are written by index block into a work file next to the target (``NAME.part
 the finished file is moved into place with an atomic rename, so a crash never leaves a
 half-written file under the final name. Extra per-item datasets (``prompt_id``, ``seed``, ...)
 and provenance attributes ride along; PCam readers ignore them.
+
+Crash safety and resume: every dataset is allocated when the work file is created and all
+metadata (shapes, attributes) is written then, so later writes touch raw data only. Each block
+is flushed before its rows are marked done in the ``histoaug_written`` dataset (flushed again),
+so after a ``kill -9`` at any moment the work file is readable and lists exactly the rows that
+are complete; ``resume=True`` reopens it and only the missing rows need writing. This holds for
+the default uncompressed layout; compressed chunks change size as they are written, so a
+compressed work file is atomic on commit but not guaranteed resumable after a crash.
 """
 
 from __future__ import annotations
@@ -24,11 +32,21 @@ from histoaug.errors import InvalidArgumentError, OutputExistsError, OutputWrite
 logger = logging.getLogger(__name__)
 
 PARTS = ("x", "y")
+WRITTEN = "histoaug_written"
+PLAN_ATTR = "histoaug_plan"
 
 
 def work_path(path: Path) -> Path:
     """The in-progress file a writer fills before the atomic rename to ``path``."""
     return path.with_name(path.name + ".partial")
+
+
+def _early_allocation(fill: bool) -> h5py.h5p.PropDCID:
+    """Creation properties that allocate storage now, so writes never change metadata."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_ALLOC if fill else h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
 
 
 class PCamWriter:
@@ -46,7 +64,10 @@ class PCamWriter:
             ``"gzip"`` or ``"lzf"`` (chunked).
         chunk_items: images per HDF5 chunk when compressed (random access decodes a whole
             chunk per item, so keep it small).
-        overwrite: replace an existing ``path`` on commit.
+        overwrite: replace an existing ``path`` (and discard an existing work file).
+        resume: continue an existing work file written with the same ``plan``.
+        plan: identifies what the rows will hold (settings, seeds, layout); a work file is only
+            resumed under the same plan, so a resumed file equals an uninterrupted one.
     """
 
     def __init__(
@@ -61,6 +82,8 @@ class PCamWriter:
         compression_level: int = 4,
         chunk_items: int = 1,
         overwrite: bool = False,
+        resume: bool = False,
+        plan: str = "",
     ) -> None:
         self.path = Path(path)
         if length <= 0:
@@ -70,38 +93,83 @@ class PCamWriter:
             raise InvalidArgumentError(f"parts must be a non-empty subset of {PARTS}, got {parts}")
         if compression not in ("gzip", "lzf", None):
             raise InvalidArgumentError(f"compression must be 'gzip', 'lzf' or None, not {compression!r}")
+        self._extra = {name: np.dtype(dtype) for name, dtype in (extra or {}).items()}
+        reserved = set(self._extra) & {*PARTS, WRITTEN}
+        if reserved:
+            raise InvalidArgumentError(f"extra dataset names {sorted(reserved)} are reserved")
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
         self.length = int(length)
         self.parts = tuple(parts)
         self.overwrite = overwrite
-        self._written = np.zeros(self.length, dtype=bool)
+        self.plan = plan
         self._work = work_path(self.path)
+        if self._work.exists() and resume:
+            self._file = self._reopen()
+        else:
+            if self._work.exists() and not overwrite:
+                raise OutputExistsError(
+                    f"{self._work} holds an interrupted write; resume it (--resume) "
+                    "or discard it (--overwrite)"
+                )
+            self._file = self._create(attrs or {}, compression, compression_level, chunk_items)
+        self._written = np.asarray(self._file[WRITTEN][...], dtype=bool)
+
+    def _create(
+        self, attrs: Mapping[str, Any], compression: str | None, level: int, chunk_items: int
+    ) -> h5py.File:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self._work.exists():
-                logger.warning("removing stale work file %s from an interrupted write", self._work)
-                self._work.unlink()
-            self._file = h5py.File(self._work, "w")
+            self._work.unlink(missing_ok=True)
+            handle = h5py.File(self._work, "w")
         except OSError as exc:
             raise OutputWriteError(f"cannot create {self._work}: {exc.strerror or exc}") from exc
-        layout: dict[str, Any] = {}
-        if compression is not None:
-            chunk = (max(1, min(chunk_items, self.length)), *PATCH_SHAPE)
-            layout = {"compression": compression, "chunks": chunk}
-            if compression == "gzip":
-                layout["compression_opts"] = compression_level
-        if "x" in self.parts:
-            self._file.create_dataset("x", shape=(self.length, *PATCH_SHAPE), dtype=np.uint8, **layout)
-        if "y" in self.parts:
-            self._file.create_dataset("y", shape=(self.length, 1, 1, 1), dtype=np.uint8)
-        self._extra = {name: np.dtype(dtype) for name, dtype in (extra or {}).items()}
-        for name, dtype in self._extra.items():
-            if name in PARTS:
-                raise InvalidArgumentError(f"extra dataset name {name!r} is reserved")
-            self._file.create_dataset(name, shape=(self.length,), dtype=dtype)
-        for key, value in (attrs or {}).items():
-            self._file.attrs[key] = value
+        try:
+            raw = {"dcpl": _early_allocation(fill=False)}
+            if "x" in self.parts:
+                layout: dict[str, Any] = raw
+                if compression is not None:
+                    chunk = (max(1, min(chunk_items, self.length)), *PATCH_SHAPE)
+                    layout = {"compression": compression, "chunks": chunk}
+                    if compression == "gzip":
+                        layout["compression_opts"] = level
+                handle.create_dataset("x", shape=(self.length, *PATCH_SHAPE), dtype=np.uint8, **layout)
+            if "y" in self.parts:
+                handle.create_dataset("y", shape=(self.length, 1, 1, 1), dtype=np.uint8, **raw)
+            for name, dtype in self._extra.items():
+                handle.create_dataset(name, shape=(self.length,), dtype=dtype, **raw)
+            handle.create_dataset(
+                WRITTEN, shape=(self.length,), dtype=np.uint8, dcpl=_early_allocation(fill=True)
+            )
+            handle.attrs[PLAN_ATTR] = self.plan
+            for key, value in attrs.items():
+                handle.attrs[key] = value
+            handle.flush()
+        except OSError as exc:
+            handle.close()
+            self._work.unlink(missing_ok=True)
+            raise OutputWriteError(f"cannot create {self._work}: {exc}") from exc
+        return handle
+
+    def _reopen(self) -> h5py.File:
+        try:
+            handle = h5py.File(self._work, "r+")
+        except OSError as exc:
+            raise OutputWriteError(
+                f"{self._work} cannot be resumed ({exc}); discard it with --overwrite"
+            ) from exc
+        expected = {*self.parts, *self._extra, WRITTEN}
+        found = {name for name, obj in handle.items() if isinstance(obj, h5py.Dataset)}
+        same_plan = handle.attrs.get(PLAN_ATTR, None) == self.plan
+        same_shape = WRITTEN in handle and handle[WRITTEN].shape == (self.length,)
+        if found != expected or not same_plan or not same_shape:
+            handle.close()
+            raise InvalidArgumentError(
+                f"{self._work} was written with other settings; it cannot be resumed with these "
+                "(discard it with --overwrite)"
+            )
+        logger.info("resuming %s", self._work)
+        return handle
 
     @property
     def complete(self) -> bool:
@@ -131,9 +199,17 @@ class PCamWriter:
         try:
             for name, value in columns.items():
                 self._file[name][start:stop] = value
+            self._file.flush()  # the rows reach the file before they are marked done
+            self._file[WRITTEN][start:stop] = 1
+            self._file.flush()
         except OSError as exc:
             raise OutputWriteError(f"cannot write {self._work}: {exc}") from exc
         self._written[start:stop] = True
+
+    @property
+    def rows_written(self) -> np.ndarray:
+        """Boolean mask of rows already in the file (after ``resume``: what survived)."""
+        return self._written.copy()
 
     def commit(self) -> Path:
         """Check every row was written, then move the file into place atomically."""
@@ -158,11 +234,15 @@ class PCamWriter:
         logger.info("wrote %s (%d items)", self.path, self.length)
         return self.path
 
-    def abort(self) -> None:
-        """Close and delete the work file; the target path is left untouched."""
+    def close(self) -> None:
+        """Close the work file and keep it, so a later ``resume=True`` can finish it."""
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def abort(self) -> None:
+        """Close and delete the work file; the target path is left untouched."""
+        self.close()
         self._work.unlink(missing_ok=True)
 
     def __enter__(self) -> PCamWriter:
@@ -174,10 +254,12 @@ class PCamWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Commit on success; on an error or Ctrl-C keep the work file for ``resume``."""
         if exc_type is None:
             self.commit()
         else:
-            self.abort()
+            self.close()
+            logger.warning("write of %s interrupted; %s can be resumed", self.path, self._work)
 
 
 def _checked_images(images: np.ndarray) -> np.ndarray:
