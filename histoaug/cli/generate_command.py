@@ -1,0 +1,153 @@
+"""``histoaug generate``: batch export of a synthetic dataset (PCam HDF5 or PNG tree)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from histoaug._version import __version__
+from histoaug.errors import InvalidArgumentError, OutputExistsError, OutputWriteError
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="generate a synthetic dataset (PCam-format HDF5 or PNG folders)",
+        description="Generate N synthetic patches. Sample i depends only on (model, settings, --seed, i), "
+        "so resumed, sharded and Ray runs give the same data as one uninterrupted run.",
+    )
+    parser.add_argument("--n", type=int, required=True, help="number of patches")
+    parser.add_argument("--out", type=Path, required=True, help="output .h5 file (pcam) or folder (png)")
+    parser.add_argument("--model", default="default", help="'default', a diffusers pipeline dir or an artifact dir")
+    parser.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt")
+    parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: best available)")
+    parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
+    parser.add_argument("--steps", type=int, default=20, help="sampler steps")
+    parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--scheduler", default="dpmsolver++", help="dpmsolver++ | ddim | euler")
+    parser.add_argument("--seed", type=int, default=0, help="run seed")
+    parser.add_argument("--labels", default="balanced", help="balanced | 0 | 1 | fraction of label 1 (e.g. 0.3)")
+    parser.add_argument("--prompts", default="all", help="'all' or comma-separated prompt ids (e.g. 0,5,7)")
+    parser.add_argument("--format", choices=("pcam", "png"), default="pcam", help="output format")
+    parser.add_argument("--preview", type=Path, help="also write a labelled grid PNG of the first patches")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--ray", action="store_true", help="spread index ranges over Ray workers (pcam format)")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    parser.add_argument("--ray-workers", type=int, default=2, help="number of Ray workers (one GPU each if any)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def _prompt_ids(spec: str) -> tuple[int, ...] | None:
+    if spec == "all":
+        return None
+    try:
+        ids = tuple(int(part) for part in spec.split(",") if part.strip())
+    except ValueError:
+        raise InvalidArgumentError(f"--prompts must be 'all' or comma-separated integers, not {spec!r}") from None
+    if not ids:
+        raise InvalidArgumentError("--prompts lists no prompt id")
+    return ids
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse unusable outputs before any model is loaded or any byte is written."""
+    out: Path = args.out
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise OutputWriteError(f"cannot write {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"cannot write {out}: directory {parent} is not writable")
+    if args.ray and args.format != "pcam":
+        raise InvalidArgumentError("--ray writes the pcam format only")
+    if args.preview is not None and args.preview.exists() and not args.overwrite:
+        raise OutputExistsError(f"{args.preview} exists; pass --overwrite to replace it")
+
+
+def run(args: argparse.Namespace) -> int:
+    from histoaug import load_synthesizer
+    from histoaug.generation.assignments import parse_label_spec
+    from histoaug.generation.pcam_output import write_pcam
+    from histoaug.generation.png_output import write_png_tree
+    from histoaug.generation.settings import GenerationSettings
+
+    settings = GenerationSettings(
+        n=args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
+        guidance=args.guidance, scheduler=args.scheduler,
+        fraction_tumour=parse_label_spec(args.labels), prompt_ids=_prompt_ids(args.prompts),
+    )
+    _check_output(args)
+    synthesizer = load_synthesizer(args.model, backend=args.backend, device=args.device)
+    model_id = synthesizer.model_id
+    provenance = {
+        "histoaug_version": __version__,
+        "model": str(args.model),
+        "model_id": model_id,
+        "backend": synthesizer.backend,
+        "sampler": settings.scheduler,
+        "steps": settings.steps,
+        "guidance": settings.guidance,
+        "seed": settings.seed,
+        "labels": args.labels,
+        "prompts": args.prompts,
+        "command_line": shlex.join(["histoaug", *sys.argv[1:]]),
+    }
+    from histoaug.generation.assignments import SampleAssigner
+
+    SampleAssigner(synthesizer.prompts, run_seed=settings.seed, fraction_tumour=settings.fraction_tumour,
+                   prompt_ids=settings.prompt_ids)  # unknown prompt ids fail here, before any write
+    if args.ray:
+        from histoaug.generation.ray_runner import write_pcam_with_ray
+
+        del synthesizer  # each Ray worker loads its own
+        summary = write_pcam_with_ray(
+            args.model, settings, args.out, model_id=model_id, backend=args.backend, device=args.device,
+            workers=args.ray_workers, address=args.ray_address, attrs=provenance, overwrite=args.overwrite,
+        )
+    elif args.format == "pcam":
+        summary = write_pcam(
+            synthesizer, settings, args.out, model_id=model_id, attrs=provenance,
+            resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+        )
+    else:
+        summary = write_png_tree(
+            synthesizer, settings, args.out, model_id=model_id, provenance=provenance,
+            resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+        )
+    if args.preview is not None:
+        _write_preview(args)
+    print(f"wrote {args.out}: {summary.items} patches "
+          f"({summary.generated} generated now in {summary.seconds:.1f} s, "
+          f"{summary.patches_per_second:.1f} patches/s)")
+    print("per label:  " + ", ".join(f"{label}: {count}" for label, count in summary.label_counts.items()))
+    print("per prompt: " + ", ".join(f"{pid}: {count}" for pid, count in summary.prompt_counts.items()))
+    return 0
+
+
+def _write_preview(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from histoaug.generation.preview import save_preview
+
+    if args.format == "pcam":
+        from histoaug.data.pcam import PCam
+
+        dataset = PCam(args.out)
+        count = min(len(dataset), 64)
+        images, labels = dataset.read_images(np.arange(count)), dataset.labels[:count]
+    else:
+        from PIL import Image
+
+        rows = (args.out / "index.csv").read_text().splitlines()[1:65]
+        paths = [row.split(",")[1] for row in rows]
+        images = np.stack([np.asarray(Image.open(args.out / path)) for path in paths])
+        labels = np.asarray([int(row.split(",")[2]) for row in rows])
+    print(f"preview: {save_preview(images, labels, args.preview)}")

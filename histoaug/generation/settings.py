@@ -1,0 +1,49 @@
+"""Settings of one synthetic-dataset run, and the fingerprint that makes a resume safe."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from histoaug.errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything that decides the content of a generated dataset (besides the model).
+
+    ``batch_size`` is part of it: the batch layout (index blocks ``[k*B, (k+1)*B)``) is fixed
+    per run, because floating-point kernels may round differently at other batch sizes (see
+    the determinism contract in DESIGN.md). Resume and shards reuse the stored layout.
+    """
+
+    n: int
+    seed: int = 0
+    batch_size: int = 32
+    steps: int = 20
+    guidance: float = 2.0
+    scheduler: str = "dpmsolver++"
+    fraction_tumour: float = 0.5
+    prompt_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.n <= 0:
+            raise InvalidArgumentError(f"--n must be positive, got {self.n}")
+        if self.batch_size <= 0:
+            raise InvalidArgumentError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.steps <= 0:
+            raise InvalidArgumentError(f"--steps must be positive, got {self.steps}")
+        if not self.guidance >= 1.0:
+            raise InvalidArgumentError(f"--guidance must be >= 1, got {self.guidance}")
+        if self.seed < 0:
+            raise InvalidArgumentError(f"--seed must be >= 0, got {self.seed}")
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """The run's batch layout: ``(start, stop)`` of every index block."""
+        return [(start, min(start + self.batch_size, self.n)) for start in range(0, self.n, self.batch_size)]
+
+    def fingerprint(self, model_id: str) -> str:
+        """Hash of the settings and the model: a work file resumes only under the same one."""
+        payload = json.dumps({"model": model_id, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
