@@ -20,6 +20,7 @@ from histoaug.errors import (
     PCamFilesNotFoundError,
     PCamFormatError,
 )
+from histoaug.mixing.synthetic_pcam import SyntheticPCam
 from histoaug.sample import sample_root
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -34,6 +35,7 @@ __all__ = [
     "PCamFilesNotFoundError",
     "PCamFormatError",
     "PCamWriter",
+    "SyntheticPCam",
     "__version__",
     "sample_root",
 ]

@@ -94,9 +94,16 @@ class SampleAssigner:
                     f"no selected prompt has label {label}, but the label mix asks for it"
                 )
 
-    def assign(self, indices: np.ndarray) -> Assignment:
+    def assign(self, indices: np.ndarray, labels: np.ndarray | None = None) -> Assignment:
+        """Assignments of ``indices``; ``labels`` overrides the label mix (e.g. to match real data)."""
         indices = np.asarray(indices, dtype=np.int64)
-        labels = labels_for(indices, self.fraction_tumour)
+        if labels is None:
+            labels = labels_for(indices, self.fraction_tumour)
+        else:
+            labels = np.asarray(labels, dtype=np.uint8).reshape(-1)
+            missing = set(np.unique(labels).tolist()) - {k for k, v in self._by_label.items() if v.size}
+            if missing:
+                raise InvalidArgumentError(f"no selected prompt has label {sorted(missing)[0]}")
         choice = index_hash(self.run_seed, indices, stream=1)
         prompt_ids = np.empty(indices.size, dtype=np.int64)
         for label, candidates in self._by_label.items():

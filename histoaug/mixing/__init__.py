@@ -1,0 +1,1 @@
+"""Mixing synthetic patches into training: ``SyntheticPCam`` (dataset)."""

@@ -1,0 +1,84 @@
+"""Which items of an epoch are synthetic, and what each synthetic item is.
+
+``SyntheticPCam`` keeps the real dataset's indexing: item ``i`` is either real item ``i`` or a
+synthetic patch that takes its place. In epoch ``e`` exactly ``round(ratio * N)`` positions,
+drawn by a permutation seeded with (seed, e), are synthetic; the ``j``-th of them (in position
+order) is synthetic slot ``j``, whose label, prompt and noise seed are pure functions of
+(seed, e, j). So every worker process computes the same plan on its own, the same seed and
+epoch reproduce the same items, and across epochs a different subset of real items is replaced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from histoaug.errors import InvalidArgumentError
+from histoaug.generation.assignments import index_hash, labels_for
+
+_EPOCH_STREAM = 0x5EED
+
+
+def parse_synthetic_labels(spec: str | float) -> str | float:
+    """``"match"`` (the replaced real item's label), ``"balanced"``, or a fraction of label 1."""
+    if spec in ("match", "balanced"):
+        return spec
+    try:
+        fraction = float(spec)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"synthetic_labels must be 'match', 'balanced' or a fraction in [0, 1], not {spec!r}"
+        ) from None
+    if not 0.0 <= fraction <= 1.0:
+        raise InvalidArgumentError(f"synthetic_labels fraction must lie in [0, 1], got {spec}")
+    return fraction
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """The synthetic/real layout of one epoch."""
+
+    epoch: int
+    synthetic_mask: np.ndarray  # (N,) bool
+    slot_of: np.ndarray  # (N,) int64: slot number of each synthetic position, -1 for real
+    slot_labels: np.ndarray  # (n_synthetic,) uint8
+    slot_rank: np.ndarray  # (n_synthetic,) int64: rank of each slot among slots of its label
+    epoch_seed: int
+
+    @property
+    def synthetic_count(self) -> int:
+        return int(self.slot_labels.size)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A run seed per (seed, epoch) for the synthetic slots' prompts and noise."""
+    return int(index_hash(seed, np.asarray([epoch]), stream=_EPOCH_STREAM)[0] >> np.uint64(1))
+
+
+def build_epoch_plan(
+    real_labels: np.ndarray, *, ratio: float, seed: int, epoch: int, synthetic_labels: str | float
+) -> EpochPlan:
+    count = real_labels.size
+    synthetic_count = round(ratio * count)
+    rng = np.random.Generator(np.random.Philox(key=[seed, epoch]))
+    chosen = rng.permutation(count)[:synthetic_count]
+    mask = np.zeros(count, dtype=bool)
+    mask[chosen] = True
+    slot_of = np.where(mask, np.cumsum(mask) - 1, -1)
+    slots = np.arange(synthetic_count)
+    if synthetic_labels == "match":
+        slot_labels = real_labels[mask].astype(np.uint8)
+    else:
+        fraction = 0.5 if synthetic_labels == "balanced" else float(synthetic_labels)
+        # spread over slots in a seeded order, so labels are not tied to positions
+        slot_labels = labels_for(rng.permutation(synthetic_count), fraction) if synthetic_count else slots
+        slot_labels = np.asarray(slot_labels, dtype=np.uint8)
+    slot_rank = np.zeros(synthetic_count, dtype=np.int64)
+    for label in (0, 1):
+        of_label = slot_labels == label
+        slot_rank[of_label] = np.arange(int(of_label.sum()))
+    return EpochPlan(
+        epoch=epoch, synthetic_mask=mask, slot_of=slot_of, slot_labels=slot_labels,
+        slot_rank=slot_rank, epoch_seed=epoch_seed(seed, epoch),
+    )

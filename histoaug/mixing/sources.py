@@ -1,0 +1,102 @@
+"""Where synthetic patches for ``SyntheticPCam`` come from: a generated file or a live model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from histoaug.data.pcam import PCam
+from histoaug.errors import InvalidArgumentError
+from histoaug.generation.assignments import SampleAssigner
+from histoaug.mixing.epoch_plan import EpochPlan
+
+logger = logging.getLogger(__name__)
+
+
+class SyntheticSource(Protocol):
+    """Returns the synthetic patches of the given slots of an epoch plan."""
+
+    def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray: ...
+
+
+class FileSource:
+    """Patches from a file written by ``histoaug generate`` (no model runs at all).
+
+    The ``r``-th slot of label ``l`` in epoch ``e`` takes the file's item of label ``l`` number
+    ``(r + e * slots_of_label_l) mod items_of_label_l``: no repeats within an epoch while the
+    file has enough items of that label, and later epochs move on through the file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.dataset = PCam(path)
+        labels = self.dataset.labels
+        self.items_by_label = {label: np.flatnonzero(labels == label) for label in (0, 1)}
+
+    def check_labels(self, needed: set[int]) -> None:
+        for label in needed:
+            if self.items_by_label[label].size == 0:
+                raise InvalidArgumentError(
+                    f"{self.dataset.files.images} has no synthetic patch of label {label}"
+                )
+
+    def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
+        labels = plan.slot_labels[slots]
+        rows = np.empty(slots.size, dtype=np.int64)
+        for label in (0, 1):
+            chosen = labels == label
+            if not chosen.any():
+                continue
+            items = self.items_by_label[label]
+            per_epoch = int((plan.slot_labels == label).sum())
+            rows[chosen] = items[(plan.slot_rank[slots[chosen]] + plan.epoch * per_epoch) % items.size]
+        return self.dataset.read_images(rows)
+
+
+class ModelSource:
+    """Patches generated on demand by a ``Synthesizer``, one batched call per fetch.
+
+    The model is loaded lazily in each process that fetches (DataLoader workers included), from
+    ``spec`` ("default" or a path) unless a ready ``Synthesizer`` object was given.
+    """
+
+    def __init__(self, spec: Any, *, backend: str = "auto", device: str | None = None,
+                 generate_options: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.device = device
+        self.generate_options = dict(generate_options or {})
+        self._synthesizer = None if isinstance(spec, str | Path) else spec
+
+    @property
+    def synthesizer(self) -> Any:
+        if self._synthesizer is None:
+            from histoaug import load_synthesizer
+
+            self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device)
+        return self._synthesizer
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if isinstance(self.spec, str | Path):
+            state["_synthesizer"] = None  # each worker loads its own copy
+        return state
+
+    def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
+        synthesizer = self.synthesizer
+        assignment = SampleAssigner(synthesizer.prompts, run_seed=plan.epoch_seed).assign(
+            slots, labels=plan.slot_labels[slots]
+        )
+        return synthesizer.generate(
+            assignment.labels, assignment.seeds, assignment.prompt_ids,
+            batch_size=len(slots), **self.generate_options,
+        )
+
+
+def open_source(spec: Any, **model_options: Any) -> FileSource | ModelSource:
+    """A ``.h5`` file -> FileSource; "default", a model/artifact dir or a Synthesizer -> ModelSource."""
+    if isinstance(spec, str | Path) and Path(spec).suffix in (".h5", ".hdf5") and Path(spec).is_file():
+        return FileSource(spec)
+    return ModelSource(spec, **model_options)

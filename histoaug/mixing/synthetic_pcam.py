@@ -1,0 +1,140 @@
+"""``histoaug.SyntheticPCam``: PCam with a fraction of its items replaced by synthetic patches.
+
+A drop-in for ``torchvision.datasets.PCAM`` / ``histoaug.PCam`` in a training loop:
+
+    dataset = histoaug.SyntheticPCam(root, ratio=0.5)             # half synthetic each epoch
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)                                   # new synthetic subset
+        for images, labels in DataLoader(dataset, batch_size=256, shuffle=True, num_workers=4): ...
+
+Length and indexing are the real split's: item ``i`` is real item ``i`` or a synthetic patch in
+its place (``is_synthetic(i)``). ``ratio=0`` gives exactly ``histoaug.PCam``'s items;
+``ratio=1`` is the paper's synthetic-only setting. By default a synthetic item has the label of
+the real item it replaces, so the label distribution is the real one (``synthetic_labels``
+changes that). The epoch lives in shared memory, so ``set_epoch`` reaches persistent workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from histoaug.data.pcam import PCam
+from histoaug.errors import InvalidArgumentError
+from histoaug.mixing.epoch_plan import EpochPlan, build_epoch_plan, parse_synthetic_labels
+from histoaug.mixing.sources import FileSource, open_source
+
+
+class SyntheticPCam(Dataset):
+    """Real PCam items mixed with synthetic ones at a fixed ``ratio`` per epoch.
+
+    Args:
+        root, split: the real data, as for ``histoaug.PCam``.
+        ratio: fraction of synthetic items per epoch, in [0, 1].
+        synthesizer: ``"default"`` (embedded model), a model or artifact dir, a ``Synthesizer``,
+            or a file written by ``histoaug generate`` (then no model runs).
+        transform, target_transform: applied to every item, real or synthetic.
+        seed: with the epoch, decides which items are synthetic and what they show.
+        synthetic_labels: ``"match"`` (default), ``"balanced"`` or a fraction of label 1.
+        backend, device, generate_options: passed to the model (``steps``, ``guidance``, ...).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        ratio: float = 0.5,
+        synthesizer: Any = "default",
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[int], Any] | None = None,
+        seed: int = 0,
+        *,
+        synthetic_labels: str | float = "match",
+        backend: str = "auto",
+        device: str | None = None,
+        generate_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not 0.0 <= float(ratio) <= 1.0:
+            raise InvalidArgumentError(f"ratio must lie in [0, 1], got {ratio}")
+        self.real = PCam(root, split)
+        self.ratio = float(ratio)
+        self.seed = int(seed)
+        self.transform = transform
+        self.target_transform = target_transform
+        self.synthetic_labels = parse_synthetic_labels(synthetic_labels)
+        self._epoch = multiprocessing.RawValue("q", 0)
+        self._plan: EpochPlan | None = None
+        self.source = None
+        if self.ratio > 0:
+            self.source = open_source(
+                synthesizer, backend=backend, device=device, generate_options=generate_options
+            )
+            if isinstance(self.source, FileSource):
+                self.source.check_labels(set(np.unique(self.plan.slot_labels).tolist()))
+
+    # --- epochs --------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch (call before each epoch; visible to persistent workers too)."""
+        self._epoch.value = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    @property
+    def plan(self) -> EpochPlan:
+        epoch = self.epoch
+        if self._plan is None or self._plan.epoch != epoch:
+            self._plan = build_epoch_plan(
+                self.real.labels, ratio=self.ratio, seed=self.seed, epoch=epoch,
+                synthetic_labels=self.synthetic_labels,
+            )
+        return self._plan
+
+    def is_synthetic(self, index: int) -> bool:
+        """Whether item ``index`` is synthetic in the current epoch."""
+        return bool(self.plan.synthetic_mask[self.real._check_index(index)])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels of all items in the current epoch (synthetic items: their generated label)."""
+        plan = self.plan
+        labels = self.real.labels.copy()
+        labels[plan.synthetic_mask] = plan.slot_labels
+        return labels
+
+    # --- items ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.real)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, Any]]:
+        """A batch: real items in one read, synthetic ones in one source fetch."""
+        wanted = self.real._normalise_indices(indices)
+        plan = self.plan
+        synthetic = plan.synthetic_mask[wanted]
+        images = np.empty((wanted.size, 96, 96, 3), dtype=np.uint8)
+        labels = self.real.labels[wanted].astype(np.int64)
+        if (~synthetic).any():
+            images[~synthetic] = self.real.read_images(wanted[~synthetic])
+        if synthetic.any():
+            slots = plan.slot_of[wanted[synthetic]]
+            images[synthetic] = self.source.fetch(plan, slots)
+            labels[synthetic] = plan.slot_labels[slots]
+        return [self._make_item(images[k], int(labels[k])) for k in range(wanted.size)]
+
+    def _make_item(self, image: np.ndarray, label: int) -> tuple[Any, Any]:
+        out_image: Any = image if self.transform is None else self.transform(image)
+        out_label: Any = label if self.target_transform is None else self.target_transform(label)
+        return out_image, out_label
+
+    def __repr__(self) -> str:
+        return (f"SyntheticPCam(root={str(self.real.root)!r}, split={self.real.split!r}, "
+                f"ratio={self.ratio}, items={len(self)}, epoch={self.epoch})")
