@@ -1,0 +1,1 @@
+"""Synthesis runtime: one Synthesizer over torch, ONNX Runtime and TensorRT backends."""
