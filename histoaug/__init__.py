@@ -21,6 +21,7 @@ from histoaug.errors import (
     PCamFormatError,
 )
 from histoaug.mixing.synthetic_pcam import SyntheticPCam
+from histoaug.mixing.synthetic_swap import SyntheticSwap
 from histoaug.sample import sample_root
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -36,6 +37,7 @@ __all__ = [
     "PCamFormatError",
     "PCamWriter",
     "SyntheticPCam",
+    "SyntheticSwap",
     "__version__",
     "sample_root",
 ]

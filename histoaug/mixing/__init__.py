@@ -1,1 +1,1 @@
-"""Mixing synthetic patches into training: ``SyntheticPCam`` (dataset)."""
+"""Mixing synthetic patches into training: ``SyntheticPCam`` (dataset), ``SyntheticSwap`` (transform)."""
