@@ -21,10 +21,22 @@ from histoaug.errors import (
     PCamFormatError,
 )
 from histoaug.mixing.synthetic_pcam import SyntheticPCam
-from histoaug.mixing.synthetic_swap import SyntheticSwap
 from histoaug.sample import sample_root
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_LAZY = {
+    # albumentations (and OpenCV) load only when the transform is used
+    "SyntheticSwap": "histoaug.mixing.synthetic_swap",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'histoaug' has no attribute {name!r}")
 
 __all__ = [
     "ArtifactError",
