@@ -2,9 +2,11 @@
 
 ``SyntheticPCam`` keeps the real dataset's indexing: item ``i`` is either real item ``i`` or a
 synthetic patch that takes its place. In epoch ``e`` exactly ``round(ratio * N)`` positions,
-drawn by a permutation seeded with (seed, e), are synthetic; the ``j``-th of them (in position
-order) is synthetic slot ``j``, whose label, prompt and noise seed are pure functions of
-(seed, e, j). So every worker process computes the same plan on its own, the same seed and
+drawn by a permutation seeded with (seed, e), are synthetic. The epoch also has a visiting
+``order`` (what ``SyntheticPCam.sampler()`` yields); the ``j``-th synthetic position in that
+order is synthetic slot ``j``, so a producer generating slots ``0, 1, 2, ...`` in fixed blocks
+stays ahead of a loader that follows the order. A slot's label, prompt and noise seed are pure
+functions of (seed, e, j). So every worker process computes the same plan on its own, the same seed and
 epoch reproduce the same items, and across epochs a different subset of real items is replaced.
 """
 
@@ -41,6 +43,7 @@ class EpochPlan:
 
     epoch: int
     synthetic_mask: np.ndarray  # (N,) bool
+    order: np.ndarray  # (N,) int64: the epoch's visiting order of positions
     slot_of: np.ndarray  # (N,) int64: slot number of each synthetic position, -1 for real
     slot_labels: np.ndarray  # (n_synthetic,) uint8
     slot_rank: np.ndarray  # (n_synthetic,) int64: rank of each slot among slots of its label
@@ -65,10 +68,13 @@ def build_epoch_plan(
     chosen = rng.permutation(count)[:synthetic_count]
     mask = np.zeros(count, dtype=bool)
     mask[chosen] = True
-    slot_of = np.where(mask, np.cumsum(mask) - 1, -1)
+    order = rng.permutation(count)
+    synthetic_in_order = order[mask[order]]
+    slot_of = np.full(count, -1, dtype=np.int64)
+    slot_of[synthetic_in_order] = np.arange(synthetic_count)
     slots = np.arange(synthetic_count)
     if synthetic_labels == "match":
-        slot_labels = real_labels[mask].astype(np.uint8)
+        slot_labels = real_labels[synthetic_in_order].astype(np.uint8)
     else:
         fraction = 0.5 if synthetic_labels == "balanced" else float(synthetic_labels)
         # spread over slots in a seeded order, so labels are not tied to positions
@@ -79,6 +85,6 @@ def build_epoch_plan(
         of_label = slot_labels == label
         slot_rank[of_label] = np.arange(int(of_label.sum()))
     return EpochPlan(
-        epoch=epoch, synthetic_mask=mask, slot_of=slot_of, slot_labels=slot_labels,
+        epoch=epoch, synthetic_mask=mask, order=order, slot_of=slot_of, slot_labels=slot_labels,
         slot_rank=slot_rank, epoch_seed=epoch_seed(seed, epoch),
     )

@@ -16,18 +16,21 @@ changes that). The epoch lives in shared memory, so ``set_epoch`` reaches persis
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from histoaug.data.pcam import PCam
 from histoaug.errors import InvalidArgumentError
 from histoaug.mixing.epoch_plan import EpochPlan, build_epoch_plan, parse_synthetic_labels
-from histoaug.mixing.sources import FileSource, open_source
+from histoaug.mixing.pool import PlanRecipe, PoolClient, PoolConfig, PoolStats, SynthesisPool
+from histoaug.mixing.sources import FileSource, ModelSource, open_source
 
 
 class SyntheticPCam(Dataset):
@@ -42,6 +45,9 @@ class SyntheticPCam(Dataset):
         seed: with the epoch, decides which items are synthetic and what they show.
         synthetic_labels: ``"match"`` (default), ``"balanced"`` or a fraction of label 1.
         backend, device, generate_options: passed to the model (``steps``, ``guidance``, ...).
+        pool: with a model, run it in one background producer process that generates ahead
+            of the loader (default, ``True`` or a ``PoolConfig``); ``False`` generates on
+            demand inside each DataLoader worker instead. Ignored for a generated file.
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class SyntheticPCam(Dataset):
         backend: str = "auto",
         device: str | None = None,
         generate_options: dict[str, Any] | None = None,
+        pool: bool | PoolConfig = True,
     ) -> None:
         if not 0.0 <= float(ratio) <= 1.0:
             raise InvalidArgumentError(f"ratio must lie in [0, 1], got {ratio}")
@@ -76,6 +83,52 @@ class SyntheticPCam(Dataset):
             )
             if isinstance(self.source, FileSource):
                 self.source.check_labels(set(np.unique(self.plan.slot_labels).tolist()))
+        self._pool: SynthesisPool | None = None
+        self._pool_client: PoolClient | None = None
+        if isinstance(self.source, ModelSource) and pool is not False:
+            config = pool if isinstance(pool, PoolConfig) else PoolConfig()
+            recipe = PlanRecipe(self.real.labels, self.ratio, self.seed, self.synthetic_labels)
+            self._pool = SynthesisPool(self.source, recipe, self._epoch, config,
+                                       model_key=self._pool_key(backend, generate_options, config))
+            self._pool_client = self._pool.client()
+
+    def _pool_key(self, backend: str, generate_options: dict[str, Any] | None, config: PoolConfig) -> str:
+        """Store name: everything that decides the patches (so a warm store is only reused when valid)."""
+        spec = self.source.spec
+        identity = getattr(spec, "model_id", None) or str(spec)
+        payload = json.dumps({
+            "model": identity, "backend": backend, "options": generate_options or {},
+            "seed": self.seed, "ratio": self.ratio, "labels": str(self.synthetic_labels),
+            "real": hashlib.sha256(self.real.labels.tobytes()).hexdigest(), "block": config.batch_size,
+        }, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    # --- pool ----------------------------------------------------------------------------------
+    def pool_stats(self) -> PoolStats | None:
+        """Producer patches/s, hits, reuses, waits and wait time (None without a pool)."""
+        return self._pool.stats() if self._pool is not None else None
+
+    def warm_up(self, timeout_s: float = 600.0) -> float:
+        """Wait until the pool has generated the current epoch; returns the seconds waited."""
+        return self._pool.wait_until_ready(self.plan, timeout_s) if self._pool is not None else 0.0
+
+    def close(self) -> None:
+        """Stop the pool's producer process (also done at interpreter exit)."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def __enter__(self) -> SyntheticPCam:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}  # workers get the client, not the process
+
+    def sampler(self) -> EpochOrderSampler:
+        """A sampler visiting the epoch's items in the order the pool generates ahead of."""
+        return EpochOrderSampler(self)
 
     # --- epochs --------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -105,7 +158,7 @@ class SyntheticPCam(Dataset):
         """Labels of all items in the current epoch (synthetic items: their generated label)."""
         plan = self.plan
         labels = self.real.labels.copy()
-        labels[plan.synthetic_mask] = plan.slot_labels
+        labels[plan.synthetic_mask] = plan.slot_labels[plan.slot_of[plan.synthetic_mask]]
         return labels
 
     # --- items ---------------------------------------------------------------------------------
@@ -126,7 +179,8 @@ class SyntheticPCam(Dataset):
             images[~synthetic] = self.real.read_images(wanted[~synthetic])
         if synthetic.any():
             slots = plan.slot_of[wanted[synthetic]]
-            images[synthetic] = self.source.fetch(plan, slots)
+            fetcher = self._pool_client if self._pool_client is not None else self.source
+            images[synthetic] = fetcher.fetch(plan, slots)
             labels[synthetic] = plan.slot_labels[slots]
         return [self._make_item(images[k], int(labels[k])) for k in range(wanted.size)]
 
@@ -138,3 +192,17 @@ class SyntheticPCam(Dataset):
     def __repr__(self) -> str:
         return (f"SyntheticPCam(root={str(self.real.root)!r}, split={self.real.split!r}, "
                 f"ratio={self.ratio}, items={len(self)}, epoch={self.epoch})")
+
+
+class EpochOrderSampler(Sampler[int]):
+    """Yields the dataset's current epoch order (shuffled per (seed, epoch)); with the pool, the
+    producer generates synthetic items in exactly this order, so a warm-up is rarely needed."""
+
+    def __init__(self, dataset: SyntheticPCam) -> None:
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.dataset.plan.order.tolist())
+
+    def __len__(self) -> int:
+        return len(self.dataset)
