@@ -27,6 +27,7 @@ import atexit
 import contextlib
 import logging
 import multiprocessing
+import queue
 import shutil
 import tempfile
 import time
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from histoaug.errors import InvalidArgumentError
+from histoaug.errors import ArtifactError, InvalidArgumentError
 from histoaug.mixing.epoch_plan import EpochPlan, build_epoch_plan
 from histoaug.mixing.pool_store import EpochStore, open_epoch, remove_epochs_before
 
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 POLICIES = ("wait", "reuse")
 # shared statistics slots
-_PRODUCED, _PRODUCER_SECONDS, _HITS, _REUSES, _WAITS, _WAIT_SECONDS = range(6)
+_PRODUCED, _PRODUCER_SECONDS, _HITS, _REUSES, _WAITS, _WAIT_SECONDS, _FAILED = range(7)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class PoolConfig:
         batch_size: patches per model call (the fixed block size).
         lookahead_epochs: how many epochs beyond the current one the producer may fill.
         wait_timeout_s: a worker waiting longer than this raises (a dead or stuck producer).
+        start_timeout_s: how long the producer may take to load the model.
         producer_threads: torch threads in the producer (None: torch's default).
     """
 
@@ -66,6 +68,7 @@ class PoolConfig:
     batch_size: int = 64
     lookahead_epochs: int = 1
     wait_timeout_s: float = 600.0
+    start_timeout_s: float = 600.0
     producer_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -111,13 +114,31 @@ class PlanRecipe:
 
 def _producer_main(
     source: Any, recipe: PlanRecipe, config: PoolConfig, directory: Path,
-    epoch_value: Any, stop: Any, stats: Any,
+    epoch_value: Any, stop: Any, stats: Any, started: Any,
 ) -> None:
-    """Producer process: fill the current (and look-ahead) epochs block by block."""
+    """Producer process: load the model, report, then fill epochs until told to stop."""
     import torch
 
     if config.producer_threads:
         torch.set_num_threads(config.producer_threads)
+    try:
+        _ = source.synthesizer  # load the model now, so a bad model fails the pool's start
+    except Exception as exc:  # reported to the parent, which raises it
+        started.put((type(exc).__name__, str(exc)))
+        return
+    started.put(None)
+    try:
+        _fill_epochs(source, recipe, config, directory, epoch_value, stop, stats)
+    except Exception:
+        stats[_FAILED] = 1
+        logger.exception("synthesis pool producer failed")
+        raise
+
+
+def _fill_epochs(
+    source: Any, recipe: PlanRecipe, config: PoolConfig, directory: Path,
+    epoch_value: Any, stop: Any, stats: Any,
+) -> None:
     plans: dict[int, EpochPlan] = {}
     while not stop.is_set():
         current = int(epoch_value.value)
@@ -167,15 +188,25 @@ class SynthesisPool:
         self.directory = root / model_key
         self.directory.mkdir(parents=True, exist_ok=True)
         context = multiprocessing.get_context("spawn")
-        self._stats = context.Array("d", 6)
+        self._stats = context.Array("d", 7)
         self._stop = context.Event()
+        started = context.Queue()
         self._process = context.Process(
             target=_producer_main, name="histoaug-synthesis-pool", daemon=True,
-            args=(source, recipe, config, self.directory, epoch_value, self._stop, self._stats),
+            args=(source, recipe, config, self.directory, epoch_value, self._stop, self._stats, started),
         )
-        self._process.start()
         self._root = root
+        self._process.start()
         atexit.register(self.close)
+        try:
+            failure = started.get(timeout=config.start_timeout_s)
+        except queue.Empty:
+            failure = ("TimeoutError", f"the producer did not load the model in {config.start_timeout_s} s")
+        if failure is not None:
+            self.close()
+            kind, message = failure
+            error = ArtifactError if kind in ("ArtifactError", "PromptsFileError") else RuntimeError
+            raise error(f"synthesis pool could not start: {message}")
         logger.info("synthesis pool started (pid %s, store %s, policy %s)",
                     self._process.pid, self.directory, config.policy)
 
@@ -259,6 +290,8 @@ class PoolClient:
             store.wanted[missing] = 1
             started = time.perf_counter()
             while not np.asarray(store.ready[missing], dtype=bool).all():
+                if self.stats[_FAILED]:
+                    raise RuntimeError("the synthesis pool's producer failed (see its log)")
                 if time.perf_counter() - started > self.config.wait_timeout_s:
                     raise TimeoutError(
                         f"synthesis pool: slots not generated after {self.config.wait_timeout_s} s "
