@@ -28,6 +28,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 _LAZY = {
     # albumentations (and OpenCV) load only when the transform is used
     "SyntheticSwap": "histoaug.mixing.synthetic_swap",
+    # the synthesis runtime (diffusers, onnxruntime) loads on first use
+    "Synthesizer": "histoaug.synthesis.synthesizer",
+    "load_synthesizer": "histoaug.synthesis.synthesizer",
 }
 
 
@@ -48,8 +51,10 @@ __all__ = [
     "PCamFilesNotFoundError",
     "PCamFormatError",
     "PCamWriter",
+    "Synthesizer",
     "SyntheticPCam",
     "SyntheticSwap",
     "__version__",
+    "load_synthesizer",
     "sample_root",
 ]

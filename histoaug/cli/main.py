@@ -22,6 +22,7 @@ from histoaug.errors import HistoaugError
 COMMAND_MODULES = (
     "histoaug.cli.info_command",
     "histoaug.cli.pcam_command",
+    "histoaug.cli.export_command",
 )
 
 USAGE_ERROR = 2

@@ -1,0 +1,31 @@
+"""``histoaug export SRC OUT``: a diffusers pipeline dir -> histoaug artifact or plain pipeline dir."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="export a diffusers pipeline dir to an ONNX artifact (or a plain diffusers dir)")
+    parser.add_argument("src", type=Path, help="diffusers pipeline dir with prompts.json at its root")
+    parser.add_argument("out", type=Path, help="output directory (written atomically)")
+    parser.add_argument("--format", choices=("onnx", "diffusers"), default="onnx")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="compute dtype inside the ONNX graphs (inputs/outputs stay float32)")
+    parser.add_argument("--batch", type=int, default=2, help="batch used for tracing and verification")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the torch-vs-onnxruntime check (e.g. fp16 graphs on a CPU-only machine)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from histoaug.export.artifact import ExportSettings, export_model
+
+    settings = ExportSettings(format=args.format, dtype=args.dtype, batch=args.batch,
+                              overwrite=args.overwrite, verify=not args.no_verify)
+    out = export_model(args.src, args.out, settings)
+    print(f"wrote {out} ({args.format}, {args.dtype})")
+    return 0

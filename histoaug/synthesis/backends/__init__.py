@@ -1,0 +1,1 @@
+"""Synthesis backends: torch, ONNX Runtime, TensorRT, and the choice between them."""

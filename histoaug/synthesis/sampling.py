@@ -1,0 +1,92 @@
+"""The denoising loop every backend shares: scheduler steps, batched CFG, VAE decode, uint8.
+
+Backends only provide two tensor functions (UNet noise prediction and VAE decoding); the
+loop, the schedulers (diffusers) and the guidance arithmetic are the same for all of them, so
+backends differ only in how fast (and how exactly) they evaluate the networks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from histoaug.errors import InvalidArgumentError
+from histoaug.synthesis.postprocess import PATCH_SIZE, to_uint8_patches
+from histoaug.synthesis.schedulers import SCHEDULER_NAMES, make_scheduler
+
+
+class Backend(Protocol):
+    """What the sampling loop needs from a runtime."""
+
+    name: str
+    device: torch.device
+    dtype: str
+
+    def predict_noise(self, latents: torch.Tensor, timesteps: torch.Tensor,
+                      embeddings: torch.Tensor) -> torch.Tensor:
+        """UNet epsilon for (B, C, h, w) float32 latents, (B,) float32 timesteps, (B, L, D) embeddings."""
+        ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE decoder: already-unscaled latents -> images in [-1, 1], (B, 3, H, W) float32."""
+        ...
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Sampler settings; with the model, prompt and seed they decide a sample."""
+
+    steps: int = 20
+    guidance: float = 2.0
+    scheduler: str = "dpmsolver++"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps <= 0:
+            raise InvalidArgumentError(f"steps must be a positive integer, got {self.steps!r}")
+        if not np.isfinite(self.guidance) or self.guidance < 1.0:
+            raise InvalidArgumentError(f"guidance must be a finite number >= 1, got {self.guidance!r}")
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise InvalidArgumentError(
+                f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+
+    @property
+    def uses_guidance(self) -> bool:
+        return self.guidance > 1.0
+
+
+def denoise(backend: Backend, scheduler_config: dict[str, Any], noise: torch.Tensor, cond: torch.Tensor,
+            uncond: torch.Tensor, settings: SamplerSettings) -> torch.Tensor:
+    """Run the scheduler from ``noise`` (float32, on the backend's device) to clean latents.
+
+    Cond and uncond go through the UNet as one batch ``[uncond; cond]`` (as diffusers does);
+    guidance 1 runs the cond half only.
+    """
+    scheduler = make_scheduler(settings.scheduler, scheduler_config)
+    scheduler.set_timesteps(settings.steps, device=noise.device)
+    latents = noise * scheduler.init_noise_sigma
+    n = latents.shape[0]
+    embeddings = torch.cat([uncond.expand(n, -1, -1), cond]) if settings.uses_guidance else cond
+    for t in scheduler.timesteps:
+        model_input = torch.cat([latents, latents]) if settings.uses_guidance else latents
+        model_input = scheduler.scale_model_input(model_input, t)
+        timesteps = t.to(torch.float32).expand(model_input.shape[0])
+        eps = backend.predict_noise(model_input, timesteps, embeddings)
+        if settings.uses_guidance:
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + settings.guidance * (eps_cond - eps_uncond)
+        latents = scheduler.step(eps, t, latents, return_dict=False)[0]
+    return latents
+
+
+def sample_patches(backend: Backend, scheduler_config: dict[str, Any], noise: torch.Tensor,
+                   cond: torch.Tensor, uncond: torch.Tensor, settings: SamplerSettings,
+                   scaling_factor: float, size: int = PATCH_SIZE) -> np.ndarray:
+    """One batch: noise -> latents -> decoded images -> uint8 (N, size, size, 3)."""
+    latents = denoise(backend, scheduler_config, noise, cond, uncond, settings)
+    images = backend.decode(latents / scaling_factor)
+    if not torch.isfinite(images).all():
+        raise FloatingPointError(f"{backend.name} backend produced NaN/Inf images")
+    return to_uint8_patches(images, size)

@@ -1,0 +1,106 @@
+"""``Synthesizer``: label-conditioned synthetic patches from a model on one backend."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from histoaug.errors import InvalidArgumentError
+from histoaug.prompts import PromptBank
+from histoaug.synthesis.backends.selection import choose_auto, create_backend, resolve_device
+from histoaug.synthesis.model_source import ModelFiles, open_model
+from histoaug.synthesis.noise import initial_noise
+from histoaug.synthesis.postprocess import PATCH_SIZE
+from histoaug.synthesis.requests import build_request
+from histoaug.synthesis.sampling import Backend, SamplerSettings, sample_patches
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class Synthesizer:
+    """Generates (N, 96, 96, 3) uint8 patches; a sample is a function of (model, prompt, seed, settings).
+
+    Same backend, device and batch layout -> bit-identical output whatever the order or position
+    of a sample in its batch; another batch size -> equal within the tolerance stated in
+    benchmarks/RESULTS.md (CPU kernels may round differently at other batch sizes).
+    """
+
+    def __init__(self, model: ModelFiles, backend: Backend) -> None:
+        self.model = model
+        self._backend = backend
+
+    @property
+    def prompts(self) -> PromptBank:
+        return self.model.prompts
+
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def dtype(self) -> str:
+        return self._backend.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._backend.device
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    def __repr__(self) -> str:
+        return (f"Synthesizer(model={str(self.model.root)!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
+                f"device='{self.device}', prompts={len(self.prompts)})")
+
+    def generate(self, labels, seeds, prompt_ids=None, *, steps: int = 20, guidance: float = 2.0,
+                 scheduler: str = "dpmsolver++", batch_size: int | None = None,
+                 progress: bool = False) -> np.ndarray:
+        """Patches for ``labels[i]`` from ``seeds[i]`` (and ``prompt_ids[i]``, else a prompt of the
+        label chosen from the seed), in batches of ``batch_size`` (default 32) in input order."""
+        request = build_request(self.prompts, labels, seeds, prompt_ids)
+        settings = SamplerSettings(steps=steps, guidance=float(guidance), scheduler=scheduler)
+        n = len(request)
+        if batch_size is None:
+            batch_size = min(n, DEFAULT_BATCH_SIZE)
+        if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        out = np.empty((n, PATCH_SIZE, PATCH_SIZE, 3), dtype=np.uint8)
+        shape = (self.model.latent_channels, self.model.latent_size, self.model.latent_size)
+        embeddings = self.model.embeddings
+        device = self._backend.device
+        uncond = embeddings.uncond.to(device)
+        with tqdm(total=n, disable=not progress, unit="patch", desc=f"generate ({self.backend})") as bar:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                noise = initial_noise(request.seeds[start:stop].tolist(), shape).to(device)
+                cond = embeddings.cond[torch.from_numpy(request.prompt_ids[start:stop])].to(device)
+                out[start:stop] = sample_patches(self._backend, self.model.scheduler_config, noise, cond, uncond,
+                                                 settings, self.model.scaling_factor)
+                bar.update(stop - start)
+        return out
+
+
+def load_synthesizer(source: str | Path = "default", backend: str = "auto", device: str | torch.device | None = None,
+                     *, dtype: str | None = None) -> Synthesizer:
+    """Open ``source`` ("default", a diffusers pipeline dir with prompts.json, or an artifact dir)
+    on ``backend`` ("auto", "torch", "onnxruntime", "tensorrt").
+
+    ``dtype`` (fp32/bf16/fp16) applies to the torch backend; ONNX backends run the artifact's
+    export dtype. An unavailable backend raises InvalidArgumentError with the reason.
+    """
+    resolved = resolve_device(device)
+    model = open_model(source)
+    if backend == "auto":
+        backend, auto_dtype = choose_auto(model, resolved)
+        dtype = dtype or auto_dtype
+    runtime = create_backend(backend, model, resolved, dtype)
+    synthesizer = Synthesizer(model, runtime)
+    logger.info("loaded %r", synthesizer)
+    return synthesizer
