@@ -1,0 +1,224 @@
+"""Image embeddings for morphology clustering: a frozen vision model, batched, cached on disk.
+
+The paper embeds every patch with a frozen DINO ViT-S/16 and clusters the embeddings. Any
+transformers vision model works here (a hub id such as ``facebook/dino-vits16`` or a local
+dir), with the preprocessing that model ships (its ``AutoImageProcessor``; otherwise the
+``image_mean``/``image_std``/``image_size`` of its config). The embedding of a patch is the
+model's CLS token (ViT-style models: ``last_hidden_state[:, 0]``) or its pooled output
+(convolutional models).
+
+Embeddings are cached as safetensors under ``cache_dir`` keyed by the SHA-256 of the data and
+of the model (weights + preprocessing), so a second ``histoaug prompts build`` with another K
+reuses them, and a changed model or data set never reads a stale cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from histoaug.data.pcam import PCam
+from histoaug.errors import ArtifactError, InvalidArgumentError
+from histoaug.training.hashing import dataset_hash, module_hash
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDER = "facebook/dino-vits16"
+CACHE_ENV = "HISTOAUG_CACHE"
+
+
+class EmbedderLoadError(ArtifactError):
+    """The image embedder cannot be loaded, or is not a vision model."""
+
+
+class ImageEmbedder(Protocol):
+    """Maps a batch of uint8 RGB patches ``(B, H, W, 3)`` to float32 embeddings ``(B, D)``."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that determines the embeddings (weights, preprocessing)."""
+        ...
+
+    def embed(self, images: np.ndarray) -> torch.Tensor: ...
+
+
+def default_cache_dir() -> Path:
+    """``$HISTOAUG_CACHE/embeddings`` or ``~/.cache/histoaug/embeddings``."""
+    base = os.environ.get(CACHE_ENV)
+    return (Path(base) if base else Path.home() / ".cache" / "histoaug") / "embeddings"
+
+
+def _preprocessor(source: str, config: object) -> tuple[Callable[[np.ndarray], torch.Tensor], dict]:
+    """The model's own image preprocessing, as a function of a uint8 batch, and its settings."""
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        processor = None
+        logger.debug("no image processor for %s (%s); trying its config", source, exc)
+    if processor is not None:
+
+        def run_processor(images: np.ndarray) -> torch.Tensor:
+            return processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+        return run_processor, {"processor": processor.to_dict()}
+
+    mean = getattr(config, "image_mean", None)
+    std = getattr(config, "image_std", None)
+    size = getattr(config, "image_size", None)
+    if mean is None or std is None or size is None:
+        raise EmbedderLoadError(
+            f"embedder {source!r} has no image processor (preprocessor_config.json) and its config gives no "
+            "image_mean/image_std/image_size, so its expected preprocessing is unknown; save the model's "
+            "AutoImageProcessor next to it"
+        )
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    side = int(size if isinstance(size, int) else size[0])
+
+    def run_config(images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
+        return (x - mean_t) / std_t
+
+    return run_config, {"mean": list(mean), "std": list(std), "size": side}
+
+
+class TransformersEmbedder:
+    """A frozen transformers vision model (DINO ViT by default) used as an image embedder."""
+
+    def __init__(self, source: str = DEFAULT_EMBEDDER, *, device: str | torch.device = "cpu") -> None:
+        from transformers import AutoConfig, AutoModel
+
+        self.source = str(source)
+        self.device = torch.device(device)
+        local = Path(self.source).expanduser()
+        looks_local = local.exists() or self.source.startswith((".", "/", "~"))
+        if looks_local and not (local / "config.json").is_file():
+            raise EmbedderLoadError(
+                f"embedder dir {str(local)!r} has no config.json; pass a transformers vision model dir "
+                "(save_pretrained output) or hub id with --embedder"
+            )
+        try:
+            config = AutoConfig.from_pretrained(str(local) if looks_local else self.source)
+        except (OSError, ValueError) as exc:
+            raise EmbedderLoadError(
+                f"cannot load embedder {self.source!r} ({str(exc).splitlines()[0]}); without network access "
+                "pass a local transformers vision model dir with --embedder DIR (e.g. a saved copy of "
+                f"{DEFAULT_EMBEDDER})"
+            ) from exc
+        try:
+            model, info = AutoModel.from_pretrained(str(local) if looks_local else self.source,
+                                                    output_loading_info=True)
+        except (OSError, ValueError) as exc:
+            raise EmbedderLoadError(f"cannot load embedder weights from {self.source!r}: {exc}") from exc
+        # A pooler head is absent from DINO checkpoints and unused here (the CLS token is the
+        # embedding); any other missing weight would make the embeddings random: refuse.
+        missing = {key for key in info.get("missing_keys", ()) if not key.split(".")[0] == "pooler"}
+        if missing:
+            raise EmbedderLoadError(
+                f"embedder {self.source!r} lacks trained weights for {len(missing)} parameters "
+                f"(e.g. {sorted(missing)[0]}); it would embed with random weights"
+            )
+        unused = {key for key in info.get("missing_keys", ()) if key.split(".")[0] == "pooler"}
+        if getattr(model, "main_input_name", None) != "pixel_values":
+            raise EmbedderLoadError(
+                f"embedder {self.source!r} is a {type(model).__name__} (input {model.main_input_name!r}), "
+                "not a vision model taking pixel_values; pass an image model such as a DINO ViT"
+            )
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self._preprocess, settings = _preprocessor(str(local) if looks_local else self.source, config)
+        self._fingerprint = module_hash(
+            self.model, extra={"class": type(model).__name__, **settings}, exclude=unused
+        )
+        self._use_pooler = not unused
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @torch.inference_mode()
+    def embed(self, images: np.ndarray) -> torch.Tensor:
+        """CLS-token (or pooled) embeddings of a uint8 ``(B, H, W, 3)`` batch, float32 on CPU."""
+        pixels = self._preprocess(images).to(self.device, dtype=next(self.model.parameters()).dtype)
+        outputs = self.model(pixel_values=pixels)
+        hidden = getattr(outputs, "last_hidden_state", None)
+        if hidden is not None and hidden.dim() == 3:
+            features = hidden[:, 0]
+        elif self._use_pooler and getattr(outputs, "pooler_output", None) is not None:
+            features = outputs.pooler_output.flatten(1)
+        else:
+            raise EmbedderLoadError(f"embedder {self.source!r} returns neither a token sequence nor a pooled output")
+        return features.float().cpu()
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    embeddings: torch.Tensor  # (N, D) float32, row i = PCam index i
+    data_hash: str
+    model_hash: str
+    cache_path: Path | None
+    from_cache: bool
+
+
+def embed_dataset(
+    dataset: PCam,
+    embedder: ImageEmbedder,
+    *,
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    data_hash: str | None = None,
+    progress: bool = True,
+) -> EmbeddingResult:
+    """Embed every patch of ``dataset`` in index order, reading and writing the disk cache.
+
+    ``cache_dir=None`` uses :func:`default_cache_dir`; ``use_cache=False`` neither reads nor
+    writes the cache. The cache file is written atomically.
+    """
+    if batch_size < 1:
+        raise InvalidArgumentError(f"batch size must be >= 1, got {batch_size}")
+    data_hash = data_hash or dataset_hash(dataset)
+    model_hash = embedder.fingerprint
+    cache_path: Path | None = None
+    if use_cache:
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache_path = folder / f"{data_hash[:32]}-{model_hash[:32]}.safetensors"
+        if cache_path.is_file():
+            try:
+                stored = load_file(cache_path)["embeddings"]
+            except Exception as exc:  # a corrupt cache is recomputed, and said so
+                logger.warning("ignoring unreadable embedding cache %s (%s)", cache_path, exc)
+            else:
+                if stored.shape[0] == len(dataset):
+                    logger.info("embeddings from cache %s", cache_path)
+                    return EmbeddingResult(stored, data_hash, model_hash, cache_path, True)
+                logger.warning("ignoring embedding cache %s with %d rows (data has %d)",
+                               cache_path, stored.shape[0], len(dataset))
+    chunks = []
+    n = len(dataset)
+    with tqdm(total=n, desc="embedding", unit="patch", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            images = dataset.read_images(np.arange(start, min(start + batch_size, n)))
+            chunks.append(embedder.embed(images))
+            bar.update(len(images))
+    embeddings = torch.cat(chunks).contiguous()
+    if not torch.isfinite(embeddings).all():
+        raise ArtifactError("the embedder produced NaN or infinite embeddings; check the model weights")
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_path.with_name(cache_path.name + ".partial")
+        save_file({"embeddings": embeddings}, partial, metadata={"data_hash": data_hash, "model_hash": model_hash})
+        os.replace(partial, cache_path)
+        logger.info("cached embeddings in %s", cache_path)
+    return EmbeddingResult(embeddings, data_hash, model_hash, cache_path, False)
