@@ -22,6 +22,9 @@ from histoaug.errors import HistoaugError
 COMMAND_MODULES = (
     "histoaug.cli.info_command",
     "histoaug.cli.pcam_command",
+    "histoaug.cli.generate_command",
+    "histoaug.cli.prompts_command",
+    "histoaug.cli.train_command",
     "histoaug.cli.export_command",
 )
 

@@ -124,7 +124,7 @@ class TransformersEmbedder:
             raise EmbedderLoadError(f"cannot load embedder weights from {self.source!r}: {exc}") from exc
         # A pooler head is absent from DINO checkpoints and unused here (the CLS token is the
         # embedding); any other missing weight would make the embeddings random: refuse.
-        missing = {key for key in info.get("missing_keys", ()) if not key.split(".")[0] == "pooler"}
+        missing = {key for key in info.get("missing_keys", ()) if key.split(".")[0] != "pooler"}
         if missing:
             raise EmbedderLoadError(
                 f"embedder {self.source!r} lacks trained weights for {len(missing)} parameters "

@@ -1,0 +1,528 @@
+"""Fine-tuning the UNet of a Stable Diffusion pipeline on (patch, prompt) pairs (paper, stage c).
+
+The VAE and the CLIP text encoder stay frozen; the prompts' text embeddings are computed once.
+Each step: a batch of patches (random flips / 90-degree rotations, resized to the model's
+resolution) is encoded by the VAE, noised at random timesteps, and the UNet learns to predict
+the scheduler's target (noise for ``epsilon``, velocity for ``v_prediction``, the clean latent
+for ``sample``) given the patch's prompt (replaced by the empty prompt with probability
+``cond_dropout``, so classifier-free guidance works at generation). AdamW, warm-up + cosine
+learning rate (``diffusers.optimization.get_scheduler``), EMA weights
+(``diffusers.training_utils.EMAModel``), gradient accumulation, gradient clipping, optional
+gradient checkpointing, mixed precision on GPU.
+
+Devices and processes come from accelerate. One process (CPU or one GPU)::
+
+    histoaug train DATA --prompts PROMPTS --base small --out runs/model
+
+Several GPUs (one process per GPU, DDP; the batch size is per process)::
+
+    accelerate launch --multi_gpu --num_processes 4 -m histoaug.cli.main train DATA \\
+        --prompts PROMPTS --base DIR --out runs/model
+    # or: torchrun --nproc_per_node 4 -m histoaug.cli.main train ...
+
+Reproducibility: the batches, augmentations and noise are functions of (seed, step) (see
+:mod:`histoaug.training.batches`), and checkpoints hold weights, EMA, optimizer, LR scheduler and
+RNG states, so ``--resume`` continues exactly: on CPU the resumed run's losses and final weights
+are bit-identical to an uninterrupted run's.
+
+Output dir::
+
+    model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/   diffusers pipeline
+                                                   (safetensors; the UNet holds the EMA weights)
+    prompts.json            the prompts the model was trained on (runtime reads it)
+    training_config.json    the exact command, config and package versions
+    train_log.jsonl         one JSON line per step: step, loss, lr, samples_per_s
+    checkpoints/step-NNNNNNN/   resumable checkpoints, each with preview.png
+    preview.png             samples of the final model
+
+``model_index.json`` is written last: its presence marks a complete model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError, OutputWriteError
+from histoaug.prompts import PROMPTS_FILE, PromptBank
+from histoaug.training.base_model import load_base_pipeline
+from histoaug.training.batches import BatchPlan, StepBatches, sample_generator, sample_noise
+from histoaug.training.checkpoints import TrainingState, list_checkpoints, load_checkpoint, save_checkpoint
+from histoaug.training.data_source import open_split
+from histoaug.training.prompt_building import load_prompts_dir
+from histoaug.training.requirements import require
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "training_config.json"
+LOG_FILE = "train_log.jsonl"
+PREVIEW_FILE = "preview.png"
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+PREVIEW_STREAM = 4
+# Fields that only control how a run is executed, not what it computes: they may differ on --resume.
+RUN_CONTROL_FIELDS = frozenset(
+    {"out", "resume", "overwrite", "stop_at", "progress", "num_workers", "checkpoint_every",
+     "checkpoints_total_limit", "preview_per_label", "preview_steps", "preview_guidance", "data", "prompts"}
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a fine-tuning run (``histoaug train`` flags map 1:1)."""
+
+    data: str
+    prompts: str
+    out: str
+    base: str = "small"
+    split: str = "train"
+    steps: int = 10_000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-4
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 500
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 1e-2
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    ema: bool = True
+    ema_decay: float = 0.9999
+    cond_dropout: float = 0.1
+    augment: bool = True
+    resolution: int | None = None  # default: the model's native resolution
+    mixed_precision: str = "auto"  # bf16 on a GPU that has it, else fp16 on GPU; "no" on CPU
+    gradient_checkpointing: bool = False
+    device: str = "auto"  # "cpu" forces CPU; otherwise accelerate picks the process's device
+    seed: int = 0
+    checkpoint_every: int = 1000
+    checkpoints_total_limit: int = 3
+    preview_per_label: int = 4
+    preview_steps: int = 20
+    preview_guidance: float = 3.0
+    num_workers: int = 0
+    stop_at: int | None = None  # stop (with a checkpoint) after this step; continue with resume
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "checkpoint_every": self.checkpoint_every, "preview_steps": self.preview_steps}
+        for name, value in positive.items():
+            if value < 1:
+                raise InvalidArgumentError(f"{name.replace('_', '-')} must be >= 1, got {value}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidArgumentError(f"lr must be a positive number, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise InvalidArgumentError(f"warmup-steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise InvalidArgumentError(f"cond-dropout must be in [0, 1), got {self.cond_dropout}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise InvalidArgumentError(f"ema-decay must be in (0, 1), got {self.ema_decay}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise InvalidArgumentError(f"mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
+        if self.resolution is not None and self.resolution < 8:
+            raise InvalidArgumentError(f"resolution must be >= 8, got {self.resolution}")
+        if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
+            raise InvalidArgumentError(f"stop-at must be in 1..{self.steps}, got {self.stop_at}")
+        if self.resume and self.overwrite:
+            raise InvalidArgumentError("--resume and --overwrite exclude each other")
+        if self.num_workers < 0:
+            raise InvalidArgumentError(f"num-workers must be >= 0, got {self.num_workers}")
+        from diffusers.optimization import SchedulerType
+
+        if self.lr_schedule not in {s.value for s in SchedulerType}:
+            raise InvalidArgumentError(
+                f"unknown lr-schedule {self.lr_schedule!r}; one of {', '.join(s.value for s in SchedulerType)}"
+            )
+
+    def defining(self) -> dict[str, Any]:
+        """The fields that determine the result (must match when resuming)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_CONTROL_FIELDS}
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int  # last step trained
+    losses: list[float] = field(default_factory=list)  # per step, this run only
+    finished: bool = False  # False when stopped early by stop_at
+    seconds: float = 0.0
+
+
+# --- setup ---------------------------------------------------------------------------------------
+def _prepare_out(config: TrainConfig, is_main: bool) -> Path | None:
+    """Check/clear the output dir; returns the checkpoint to resume from, if any."""
+    out = Path(config.out).expanduser()
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if not occupied:
+        return None
+    if config.overwrite:
+        if is_main:
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        return None
+    if not config.resume:
+        raise OutputExistsError(f"{out} exists; pass --resume to continue its training or --overwrite to replace it")
+    saved = out / CONFIG_FILE
+    if not saved.is_file():
+        raise ArtifactError(f"{out} is not a histoaug training dir ({CONFIG_FILE} missing); cannot --resume")
+    previous = json.loads(saved.read_text())["config"]
+    differing = sorted(k for k, v in config.defining().items() if _normalise(previous.get(k)) != _normalise(v))
+    if differing:
+        changes = ", ".join(f"{k}: {previous.get(k)!r} -> {getattr(config, k)!r}" for k in differing)
+        raise InvalidArgumentError(f"--resume with settings that differ from the run in {out} ({changes})")
+    checkpoints = list_checkpoints(out)
+    if not checkpoints:
+        logger.warning("%s has no checkpoint yet; starting from step 0", out)
+        return None
+    return checkpoints[-1][1]
+
+
+def _normalise(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _mixed_precision(config: TrainConfig, on_gpu: bool) -> str:
+    if config.mixed_precision != "auto":
+        if config.mixed_precision != "no" and not on_gpu:
+            raise InvalidArgumentError(
+                f"mixed precision {config.mixed_precision} needs a GPU; use --mixed-precision no"
+            )
+        return config.mixed_precision
+    if not on_gpu:
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _check_alignment(dataset, assignment, prompts_dir: str) -> None:
+    if len(assignment.prompt_ids) != len(dataset):
+        raise ArtifactError(
+            f"prompts dir {prompts_dir} has ids for {len(assignment.prompt_ids)} patches but the {dataset.split} split "
+            f"has {len(dataset)}; rebuild it for this data with `histoaug prompts build`"
+        )
+    if not np.array_equal(assignment.labels, dataset.labels.astype(np.uint8)):
+        raise ArtifactError(
+            f"prompts dir {prompts_dir} was built for other data (labels differ from the {dataset.split} split); "
+            "rebuild it with `histoaug prompts build`"
+        )
+
+
+@torch.no_grad()
+def encode_prompts(pipe, texts: list[str], device: torch.device) -> torch.Tensor:
+    """Text-encoder hidden states of ``texts`` (padded to the tokenizer's max length), float32."""
+    tokens = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                            truncation=True, return_tensors="pt")
+    encoder = pipe.text_encoder.to(device)
+    return encoder(tokens.input_ids.to(device))[0].float()
+
+
+def _vae_scale_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+# --- training ------------------------------------------------------------------------------------
+def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResult:
+    """Fine-tune (or train from a preset) and write the pipeline dir; see the module docstring."""
+    accelerate = require("accelerate", purpose="histoaug train")
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    config.validate()
+    accelerator = accelerate.Accelerator(
+        cpu=config.device == "cpu",
+        mixed_precision=_mixed_precision(config, on_gpu=config.device != "cpu" and torch.cuda.is_available()),
+    )
+    is_main = accelerator.is_main_process
+    device = accelerator.device
+    out = Path(config.out).expanduser()
+
+    # Validate inputs before touching the output dir.
+    dataset = open_split(config.data, config.split)
+    bank, assignment = load_prompts_dir(config.prompts)
+    _check_alignment(dataset, assignment, config.prompts)
+    pipe = load_base_pipeline(config.base, seed=config.seed)
+    resume_from = _prepare_out(config, is_main)
+    accelerator.wait_for_everyone()
+
+    unet, vae = pipe.unet, pipe.vae
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type not in ("epsilon", "v_prediction", "sample"):
+        raise ArtifactError(f"base model scheduler has unsupported prediction_type {prediction_type!r}")
+    resolution = config.resolution or int(unet.config.sample_size) * _vae_scale_factor(vae)
+    latent_side = resolution // _vae_scale_factor(vae)
+    latent_shape = (int(unet.config.in_channels), latent_side, latent_side)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+    # Frozen parts: prompt embeddings once (float32, kept on device), VAE in the compute dtype.
+    pipe.to(device)
+    prompt_embeds = encode_prompts(pipe, [*bank.texts, ""], device)
+    uncond_index = len(bank)
+    pipe.text_encoder.requires_grad_(False)
+    vae.requires_grad_(False)
+    train_vae = vae if weight_dtype == torch.float32 else copy.deepcopy(vae).to(dtype=weight_dtype)
+    train_vae.eval()
+    scaling = float(vae.config.scaling_factor)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+
+    unet.train()
+    unet.requires_grad_(True)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.weight_decay, eps=config.adam_eps,
+    )
+    lr_scheduler = get_scheduler(
+        config.lr_schedule, optimizer, num_warmup_steps=min(config.warmup_steps, config.steps),
+        num_training_steps=config.steps,
+    )
+    ema = None
+    if config.ema:
+        ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True,
+                       model_cls=type(unet), model_config=unet.config)
+        ema.to(device)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    raw_unet = accelerator.unwrap_model(unet)
+    state = TrainingState(step=0, unet=raw_unet, optimizer=optimizer.optimizer, lr_scheduler=lr_scheduler,
+                          ema=ema, scaler=accelerator.scaler)
+    start_step = 0
+    if resume_from is not None:
+        start_step = load_checkpoint(resume_from, state)
+        logger.info("resumed from %s (step %d)", resume_from, start_step)
+
+    if is_main:
+        _write_run_files(out, config, bank, command, start_step)
+    accelerator.wait_for_everyone()
+
+    plan = BatchPlan(n=len(dataset), batch_size=config.batch_size, seed=config.seed,
+                     world=accelerator.num_processes, rank=accelerator.process_index)
+    end_step = config.stop_at or config.steps
+    loader = torch.utils.data.DataLoader(
+        StepBatches(dataset, assignment.prompt_ids, plan, augment_images=config.augment),
+        batch_size=None, sampler=range(start_step * config.grad_accum, end_step * config.grad_accum),
+        num_workers=config.num_workers, persistent_workers=False,
+    )
+    batches = iter(loader)
+    samples_per_step = config.batch_size * config.grad_accum * accelerator.num_processes
+    result = TrainResult(out=out, steps=start_step)
+    log = (out / LOG_FILE).open("a") if is_main else None
+    bar = tqdm(total=config.steps, initial=start_step, desc="training", unit="step",
+               disable=not (config.progress and is_main))
+    started = time.perf_counter()
+    try:
+        for step in range(start_step, end_step):
+            tick = time.perf_counter()
+            step_loss = torch.zeros((), device=device)
+            for micro in range(config.grad_accum):
+                batch = next(batches)
+                sync = micro == config.grad_accum - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(unet):
+                    loss = _micro_step(
+                        batch, unet=unet, vae=train_vae, noise_scheduler=noise_scheduler,
+                        prompt_embeds=prompt_embeds, uncond_index=uncond_index, config=config,
+                        resolution=resolution, latent_shape=latent_shape, scaling=scaling, shift=shift,
+                        prediction_type=prediction_type, accelerator=accelerator, weight_dtype=weight_dtype,
+                    )
+                    accelerator.backward(loss / config.grad_accum)
+                step_loss += loss.detach() / config.grad_accum
+            if config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(raw_unet.parameters())
+            done = step + 1
+            mean_loss = float(accelerator.gather(step_loss.reshape(1)).mean())
+            if not math.isfinite(mean_loss):
+                raise ArtifactError(f"training diverged at step {done} (loss {mean_loss}); lower --lr")
+            rate = samples_per_step / max(time.perf_counter() - tick, 1e-9)
+            lr = lr_scheduler.get_last_lr()[0]
+            result.losses.append(mean_loss)
+            result.steps = done
+            if log is not None:
+                entry = {"step": done, "loss": mean_loss, "lr": lr, "samples_per_s": round(rate, 2)}
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+            if done % config.checkpoint_every == 0 or done == end_step:
+                state.step = done
+                accelerator.wait_for_everyone()
+                if is_main:
+                    folder = save_checkpoint(out, state, keep=config.checkpoints_total_limit)
+                    _preview(pipe, raw_unet, ema, prompt_embeds, bank, uncond_index, config, resolution, device,
+                             folder / PREVIEW_FILE)
+                accelerator.wait_for_everyone()
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    result.seconds = time.perf_counter() - started
+    if result.steps < config.steps:
+        logger.info("stopped at step %d of %d; continue with --resume", result.steps, config.steps)
+        accelerator.end_training()
+        return result
+
+    if is_main:
+        if ema is not None:
+            ema.copy_to(raw_unet.parameters())
+        _preview(pipe, raw_unet, None, prompt_embeds, bank, uncond_index, config, resolution, device,
+                 out / PREVIEW_FILE)
+        _save_final(pipe, raw_unet, out)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    result.finished = True
+    return result
+
+
+def _micro_step(batch: dict[str, torch.Tensor], *, unet, vae, noise_scheduler, prompt_embeds: torch.Tensor,
+                uncond_index: int, config: TrainConfig, resolution: int, latent_shape: tuple[int, ...],
+                scaling: float, shift: float, prediction_type: str, accelerator, weight_dtype) -> torch.Tensor:
+    """Loss of one micro-batch (all randomness from the samples' positions)."""
+    device = accelerator.device
+    vae_eps, noise, timesteps, drops = sample_noise(
+        batch["positions"], config.seed, latent_shape, noise_scheduler.config.num_train_timesteps
+    )
+    images = batch["images"].to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if images.shape[-1] != resolution:
+        images = F.interpolate(images, size=(resolution, resolution), mode="bicubic", antialias=True,
+                               align_corners=False).clamp(-1.0, 1.0)
+    with torch.no_grad():
+        dist = vae.encode(images.to(weight_dtype)).latent_dist
+        latents = dist.mean + dist.std * vae_eps.to(device, dist.mean.dtype)
+        latents = ((latents - shift) * scaling).float()
+    noise = noise.to(device)
+    timesteps = timesteps.to(device)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = latents
+    ids = batch["prompt_ids"].to(device)
+    ids = torch.where(drops.to(device) < config.cond_dropout, torch.full_like(ids, uncond_index), ids)
+    with accelerator.autocast():
+        pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds[ids]).sample
+    return F.mse_loss(pred.float(), target.float())
+
+
+def _write_run_files(out: Path, config: TrainConfig, bank: PromptBank, command: list[str] | None,
+                     start_step: int) -> None:
+    """training_config.json, prompts.json, and the log truncated to the resume point."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        import accelerate
+        import diffusers
+        import transformers
+
+        record = {
+            "command": command if command is not None else sys.argv,
+            "config": asdict(config),
+            "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                         "transformers": transformers.__version__, "accelerate": accelerate.__version__},
+        }
+        if start_step == 0 or not (out / CONFIG_FILE).exists():
+            _atomic_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+        else:  # keep the original record; note the resume
+            previous = json.loads((out / CONFIG_FILE).read_text())
+            previous.setdefault("resumes", []).append({"step": start_step, "command": record["command"]})
+            _atomic_text(out / CONFIG_FILE, json.dumps(previous, indent=2, default=str) + "\n")
+        bank.save(out / PROMPTS_FILE, overwrite=True)
+        log_path = out / LOG_FILE
+        kept = []
+        if log_path.exists():
+            kept = [line for line in log_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start_step]
+        _atomic_text(log_path, "".join(line + "\n" for line in kept))
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write to {out}: {exc}") from exc
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+@torch.no_grad()
+def _preview(pipe, unet, ema, prompt_embeds: torch.Tensor, bank: PromptBank, uncond_index: int,
+             config: TrainConfig, resolution: int, device: torch.device, path: Path) -> None:
+    """A grid of ``preview_per_label`` samples per label, with the EMA weights when EMA is on."""
+    if config.preview_per_label < 1:
+        return
+    from PIL import Image
+
+    from histoaug.generation.preview import save_preview
+
+    ids, labels = [], []
+    for label in (0, 1):
+        choices = [p.id for p in bank if p.label == label]
+        for k in range(config.preview_per_label):
+            ids.append(choices[k * max(1, len(choices) // config.preview_per_label) % len(choices)])
+            labels.append(label)
+    was_training = unet.training
+    unet.eval()
+    if ema is not None:
+        ema.store(unet.parameters())
+        ema.copy_to(unet.parameters())
+    try:
+        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        runner = type(pipe)(**{**pipe.components, "unet": unet, "scheduler": scheduler},
+                            requires_safety_checker=False)
+        runner.set_progress_bar_config(disable=True)
+        index = torch.tensor(ids, device=prompt_embeds.device)
+        images = runner(
+            prompt_embeds=prompt_embeds[index],
+            negative_prompt_embeds=prompt_embeds[torch.full_like(index, uncond_index)],
+            num_inference_steps=config.preview_steps, guidance_scale=config.preview_guidance,
+            height=resolution, width=resolution, output_type="np",
+            generator=[sample_generator(config.seed, PREVIEW_STREAM, i) for i in range(len(ids))],
+        ).images
+    finally:
+        if ema is not None:
+            ema.restore(unet.parameters())
+        unet.train(was_training)
+    tiles = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+    tiles = np.stack([np.asarray(Image.fromarray(t).resize((96, 96), Image.BICUBIC)) for t in tiles])
+    save_preview(tiles, np.array(labels), path, per_label=config.preview_per_label)
+
+
+def _save_final(pipe, unet, out: Path) -> None:
+    """save_pretrained to a side dir, move the parts in, model_index.json last (completeness marker)."""
+    partial = out / ".pipeline.partial"
+    try:
+        if partial.exists():
+            shutil.rmtree(partial)
+        pipe.unet = unet
+        pipe.to("cpu")
+        pipe.save_pretrained(partial, safe_serialization=True)
+        entries = sorted(partial.iterdir(), key=lambda p: p.name == "model_index.json")
+        for entry in entries:
+            target = out / entry.name
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            os.replace(entry, target)
+        partial.rmdir()
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write the trained pipeline to {out}: {exc}") from exc
+    logger.info("wrote trained pipeline to %s", out)
