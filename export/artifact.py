@@ -101,6 +101,8 @@ def _load_components(src: Path):
 def export_model(src: str | Path, out: str | Path, settings: ExportSettings) -> Path:
     """Export ``src`` (a diffusers pipeline dir with prompts.json) to ``out``; returns ``out``."""
     src, out = Path(src), Path(out)
+    if out.exists() and not settings.overwrite:  # before the (slow) model load
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     model = open_model(src)  # validates the source, computes prompt embeddings
     if model.kind != "diffusers":
         raise InvalidArgumentError(f"{src}: export needs a diffusers pipeline dir, this is a {model.kind}")
@@ -130,7 +132,6 @@ def _write_artifact(src: Path, work: Path, model, settings: ExportSettings) -> N
     from histoaug.export.graph_checks import attention_blocks, check_fused_attention, opset_of
     from histoaug.export.onnx_graphs import OPSET, export_unet, export_vae_decoder
     from histoaug.export.verify import verify_export
-
     from histoaug.synthesis.backends.onnxruntime_backend import UNET_FILE, VAE_DECODER_FILE
 
     unet, vae = _load_components(src)

@@ -98,6 +98,7 @@ def _open_artifact(root: Path) -> ModelFiles:
 
 def _open_diffusers(root: Path) -> ModelFiles:
     from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as hf_logging
 
     if not (root / PROMPTS_FILE).exists():
         raise ArtifactError(f"{root}: diffusers pipeline dir without {PROMPTS_FILE}; write one with "
@@ -107,11 +108,16 @@ def _open_diffusers(root: Path) -> ModelFiles:
         if not (root / sub).is_dir():
             raise ArtifactError(f"{root}: diffusers pipeline dir lacks its {sub}/ folder")
     model_id = model_id_of(root)
+    bars_were_disabled = hf_logging.is_progress_bar_enabled() is False
+    hf_logging.disable_progress_bar()  # a per-load progress bar is noise for a tiny component
     try:
         tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{root}: cannot load the text encoder or tokenizer ({exc})") from exc
+    finally:
+        if not bars_were_disabled:
+            hf_logging.enable_progress_bar()
     embeddings = encode_prompts(text_encoder.eval(), tokenizer, prompts)
     del text_encoder
     scaling, channels, latent, image = _geometry(root)

@@ -35,6 +35,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def unavailable_reason(name: str, model: ModelFiles, device: torch.device) -> str | None:
     """None when backend ``name`` can run ``model`` on ``device``, else why not."""
+    if name not in BACKEND_NAMES:
+        raise InvalidArgumentError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKEND_NAMES)}")
     if name == "torch":
         return None
     if model.kind != "artifact":
@@ -52,7 +54,7 @@ def unavailable_reason(name: str, model: ModelFiles, device: torch.device) -> st
         from histoaug.synthesis.backends.tensorrt_backend import unavailable_reason as trt_reason
 
         return trt_reason(device)
-    raise InvalidArgumentError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKEND_NAMES)}")
+    return None
 
 
 # Measured order on CPU (benchmarks/RESULTS.md, "Synthesis (issue 3)") and the usual order on GPUs.
