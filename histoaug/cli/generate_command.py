@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import shlex
-import sys
 from pathlib import Path
 
 from histoaug._version import __version__
@@ -98,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": settings.seed,
         "labels": args.labels,
         "prompts": args.prompts,
-        "command_line": shlex.join(["histoaug", *sys.argv[1:]]),
+        "command_line": shlex.join(args.command_line),
     }
     from histoaug.generation.assignments import SampleAssigner
 

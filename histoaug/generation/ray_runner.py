@@ -109,13 +109,18 @@ def write_pcam_with_ray(
             gpus = int(ray.cluster_resources().get("GPU", 0))
             cpus = int(ray.cluster_resources().get("CPU", 1))
             per_worker_cpus = max(1, cpus // len(jobs))
+            import torch
+
+            # CPU kernels may round differently with another thread count; use the driver's, so
+            # the shards equal what this process would generate (Ray would set 1 per CPU).
+            threads = torch.get_num_threads()
             import ray.data
 
             dataset = ray.data.from_items([{"spec": job} for job in jobs], override_num_blocks=len(jobs))
             results = dataset.map_batches(
                 _ShardWorker,
                 fn_constructor_kwargs={
-                    "model": model, "backend": backend, "device": device, "threads": per_worker_cpus,
+                    "model": model, "backend": backend, "device": device, "threads": threads,
                 },
                 batch_size=1,
                 concurrency=len(jobs),
