@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "histoaug.cli.prompts_command",
     "histoaug.cli.train_command",
     "histoaug.cli.export_command",
+    "histoaug.cli.bench_command",
 )
 
 USAGE_ERROR = 2

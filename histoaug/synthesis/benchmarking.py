@@ -116,3 +116,109 @@ def run_histoaug(synthesizer, model_dir: Path, batch: int, steps: int, guidance:
                                       scheduler=scheduler, batch_size=batch)
         best = min(best, time.perf_counter() - start)
     return images, best
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run: which model, which backends/dtypes, which workload."""
+
+    model: Path | None = None  # a diffusers pipeline dir; None -> build ``preset`` in ``workdir``
+    preset: str = "small"
+    workdir: Path | None = None
+    backends: tuple[tuple[str, str], ...] = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"))
+    batches: tuple[int, ...] = (32,)
+    steps: int = 20
+    guidance: float = 2.0
+    scheduler: str = "dpmsolver++"
+    baseline: bool = True
+    repeats: int = 1
+
+
+def prepare_models(config: BenchConfig) -> tuple[Path, Path | None]:
+    """The pipeline dir (built from the preset when none is given) and, if an ONNX backend is
+    benchmarked, its fp32 artifact (exported once into the work dir)."""
+    from histoaug.export.artifact import ExportSettings, export_model
+    from histoaug.models import build_pipeline, save_pipeline
+    from histoaug.prompts import PromptBank
+
+    workdir = Path(config.workdir or Path.cwd() / ".histoaug-bench")
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = config.model
+    if model is None:
+        model = workdir / f"{config.preset}-model"
+        if not (model / "model_index.json").exists():
+            save_pipeline(build_pipeline(config.preset, seed=0), model, overwrite=True)
+            PromptBank.baseline().save(model, overwrite=True)
+    artifact = None
+    if any(name != "torch" for name, _ in config.backends):
+        artifact = workdir / f"{model.name}-onnx-fp32"
+        if not (artifact / "manifest.json").exists():
+            export_model(model, artifact, ExportSettings(format="onnx", dtype="fp32", batch=2, overwrite=True))
+    return model, artifact
+
+
+def run_benchmark(config: BenchConfig) -> dict:
+    """Measure every (backend, dtype) at every batch, plus the diffusers baseline and the ceilings."""
+    from histoaug.synthesis.synthesizer import load_synthesizer
+
+    model, artifact = prepare_models(config)
+    flops = unet_flops_per_sample(model)
+    cfg = 2 if config.guidance > 1 else 1
+    ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    report: dict = {"model": str(model), "unet_gflop_per_sample_eval": flops / 1e9, "steps": config.steps,
+                    "guidance": config.guidance, "scheduler": config.scheduler, "threads": torch.get_num_threads(),
+                    "matmul_ceiling_gflops": ceilings, "results": []}
+
+    def gflops(batch: int, seconds: float) -> float:
+        return flops * batch * cfg * config.steps / seconds / 1e9
+
+    baselines: dict[int, tuple[np.ndarray, float]] = {}
+    if config.baseline:
+        for batch in config.batches:
+            images, seconds = run_diffusers(model, batch, config.steps, config.guidance, config.scheduler,
+                                            config.repeats)
+            baselines[batch] = (images, seconds)
+            report["results"].append(BenchResult("diffusers StableDiffusionPipeline fp32", batch, seconds,
+                                                 batch / seconds, 0, float("inf"), gflops(batch, seconds)).as_dict())
+            logger.info("diffusers batch %d: %.2f patches/s", batch, batch / seconds)
+    for name, dtype in config.backends:
+        source = model if name == "torch" else artifact
+        synth = load_synthesizer(source, backend=name, device="cpu", dtype=dtype)
+        run_histoaug(synth, model, 2, 2, config.guidance, config.scheduler)  # warm-up
+        for batch in config.batches:
+            images, seconds = run_histoaug(synth, model, batch, config.steps, config.guidance, config.scheduler,
+                                           config.repeats)
+            result = BenchResult(f"histoaug {name} {dtype}", batch, seconds, batch / seconds,
+                                 unet_gflops_per_second=gflops(batch, seconds))
+            if batch in baselines:
+                reference = baselines[batch][0]
+                result.max_abs_diff_vs_baseline = int(np.abs(images.astype(int) - reference).max())
+                result.psnr_vs_baseline_db = psnr(images, reference)
+            report["results"].append(result.as_dict())
+            logger.info("%s batch %d: %.2f patches/s", result.name, batch, result.patches_per_second)
+        del synth
+    for row in report["results"]:
+        base = baselines.get(row["batch"])
+        row["speedup_vs_diffusers"] = base[1] / row["seconds"] if base else None
+        row["fraction_of_bf16_ceiling"] = row["unet_gflops_per_second"] / ceilings["bf16"]
+        row["fraction_of_fp32_ceiling"] = row["unet_gflops_per_second"] / ceilings["fp32"]
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"model {report['model']}: UNet {report['unet_gflop_per_sample_eval']:.3f} GFLOP per sample and step; "
+        f"{report['steps']} {report['scheduler']} steps, guidance {report['guidance']}, "
+        f"{report['threads']} threads",
+        "matmul ceilings: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s".format(**report["matmul_ceiling_gflops"]),
+        f"{'runtime':<42} {'batch':>5} {'patches/s':>10} {'speedup':>8} {'PSNR dB':>8} {'maxdiff':>7} "
+        f"{'GFLOP/s':>8} {'%bf16':>6} {'%fp32':>6}",
+    ]
+    for row in report["results"]:
+        speed = f"{row['speedup_vs_diffusers']:.2f}x" if row["speedup_vs_diffusers"] else "-"
+        psnr_text = "-" if row["psnr_vs_baseline_db"] is None else f"{row['psnr_vs_baseline_db']:.1f}"
+        diff = "-" if row["max_abs_diff_vs_baseline"] is None else str(row["max_abs_diff_vs_baseline"])
+        lines.append(f"{row['name']:<42} {row['batch']:>5} {row['patches_per_second']:>10.2f} {speed:>8} "
+                     f"{psnr_text:>8} {diff:>7} {row['unet_gflops_per_second']:>8.1f} "
+                     f"{100 * row['fraction_of_bf16_ceiling']:>5.0f}% {100 * row['fraction_of_fp32_ceiling']:>5.0f}%")
+    return "\n".join(lines)

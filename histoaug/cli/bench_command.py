@@ -1,0 +1,61 @@
+"""``histoaug bench``: patches/s per backend and dtype vs diffusers' StableDiffusionPipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from histoaug.errors import InvalidArgumentError
+
+
+def _pairs(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in text.split(","):
+        name, _, dtype = item.strip().partition(":")
+        pairs.append((name, dtype or "fp32"))
+    return tuple(pairs)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidArgumentError(f"--batch must be comma-separated integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise InvalidArgumentError(f"--batch values must be positive, got {text!r}")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="synthesis throughput per backend vs diffusers")
+    parser.add_argument("--model", type=Path, help="diffusers pipeline dir (default: build --preset)")
+    parser.add_argument("--preset", default="small", help="model preset built when --model is not given")
+    parser.add_argument("--workdir", type=Path, default=None, help="where built models and exports are cached")
+    parser.add_argument("--backends", default="torch:fp32,torch:bf16,onnxruntime:fp32",
+                        help="comma-separated backend:dtype pairs")
+    parser.add_argument("--batch", default="32", help="comma-separated batch sizes")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--scheduler", default="dpmsolver++")
+    parser.add_argument("--repeats", type=int, default=1, help="timed repeats (best is kept)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip diffusers StableDiffusionPipeline")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from histoaug.synthesis.benchmarking import BenchConfig, format_report, run_benchmark
+    from histoaug.synthesis.sampling import SamplerSettings
+
+    SamplerSettings(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)  # validate early
+    if args.repeats <= 0:
+        raise InvalidArgumentError("--repeats must be positive")
+    config = BenchConfig(model=args.model, preset=args.preset, workdir=args.workdir, backends=_pairs(args.backends),
+                         batches=_ints(args.batch), steps=args.steps, guidance=args.guidance,
+                         scheduler=args.scheduler, baseline=not args.no_baseline, repeats=args.repeats)
+    report = run_benchmark(config)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0
