@@ -108,6 +108,9 @@ def export_model(src: str | Path, out: str | Path, settings: ExportSettings) -> 
         raise InvalidArgumentError(f"{src}: export needs a diffusers pipeline dir, this is a {model.kind}")
     if out.resolve() == src.resolve():
         raise InvalidArgumentError("OUT must differ from SRC")
+    if settings.format == "onnx" and settings.dtype == "bf16" and settings.verify and not _ort_has_gpu():
+        raise InvalidArgumentError("onnxruntime's CPU provider has no bf16 kernels, so a bf16 export cannot be "
+                                   "verified here; export on a machine with onnxruntime-gpu, or pass --no-verify")
     with atomic_directory(out, settings.overwrite) as work:
         if settings.format == "diffusers":
             _write_diffusers(src, work)
@@ -115,6 +118,12 @@ def export_model(src: str | Path, out: str | Path, settings: ExportSettings) -> 
             _write_artifact(src, work, model, settings)
     logger.info("wrote %s", out)
     return out
+
+
+def _ort_has_gpu() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def _write_diffusers(src: Path, work: Path) -> None:

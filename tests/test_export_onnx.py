@@ -122,6 +122,12 @@ def test_existing_output_refused_then_replaced(model_dir, tmp_path) -> None:
     assert not list(tmp_path.glob(".plain.*"))
 
 
+def test_bf16_export_without_a_gpu_provider_is_refused_up_front(model_dir, tmp_path) -> None:
+    with pytest.raises(InvalidArgumentError, match="no bf16 kernels"):
+        export_model(model_dir, tmp_path / "bf16", ExportSettings(dtype="bf16"))
+    assert not list(tmp_path.iterdir())
+
+
 def test_export_settings_validation() -> None:
     with pytest.raises(InvalidArgumentError, match="--batch"):
         ExportSettings(batch=0)
