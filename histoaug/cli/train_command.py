@@ -8,7 +8,6 @@ Multi-GPU: ``accelerate launch --multi_gpu --num_processes N -m histoaug.cli.mai
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         preview_per_label=args.preview_per_label, preview_steps=args.preview_steps, num_workers=args.num_workers,
         stop_at=args.stop_at, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
     )
-    result = train(config, command=["histoaug", *sys.argv[1:]])
+    result = train(config)
     if not result.losses:
         print(f"nothing to train: {result.out} is already at step {result.steps}")
     else:

@@ -30,7 +30,7 @@ Output dir::
     model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/   diffusers pipeline
                                                    (safetensors; the UNet holds the EMA weights)
     prompts.json            the prompts the model was trained on (runtime reads it)
-    training_config.json    the exact command, config and package versions
+    training_config.json    the full config, the process's argv (and those of resumes), versions
     train_log.jsonl         one JSON line per step: step, loss, lr, samples_per_s
     checkpoints/step-NNNNNNN/   resumable checkpoints, each with preview.png
     preview.png             samples of the final model
@@ -238,7 +238,11 @@ def _vae_scale_factor(vae) -> int:
 
 # --- training ------------------------------------------------------------------------------------
 def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResult:
-    """Fine-tune (or train from a preset) and write the pipeline dir; see the module docstring."""
+    """Fine-tune (or train from a preset) and write the pipeline dir; see the module docstring.
+
+    ``command`` is recorded in training_config.json (default: this process's ``sys.argv``)
+    next to the full config, which alone determines the result.
+    """
     accelerate = require("accelerate", purpose="histoaug train")
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
@@ -436,7 +440,7 @@ def _write_run_files(out: Path, config: TrainConfig, bank: PromptBank, command: 
         import transformers
 
         record = {
-            "command": command if command is not None else sys.argv,
+            "argv": command if command is not None else sys.argv,
             "config": asdict(config),
             "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                          "transformers": transformers.__version__, "accelerate": accelerate.__version__},
@@ -445,7 +449,7 @@ def _write_run_files(out: Path, config: TrainConfig, bank: PromptBank, command: 
             _atomic_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
         else:  # keep the original record; note the resume
             previous = json.loads((out / CONFIG_FILE).read_text())
-            previous.setdefault("resumes", []).append({"step": start_step, "command": record["command"]})
+            previous.setdefault("resumes", []).append({"step": start_step, "argv": record["argv"]})
             _atomic_text(out / CONFIG_FILE, json.dumps(previous, indent=2, default=str) + "\n")
         bank.save(out / PROMPTS_FILE, overwrite=True)
         log_path = out / LOG_FILE

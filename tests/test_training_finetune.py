@@ -1,0 +1,166 @@
+"""Fine-tuning a tiny SD pipeline on the bundled sample: loss, outputs, exact resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from histoaug import PCam, sample_root
+from histoaug.cli.main import main
+from histoaug.prompts import PromptBank
+from histoaug.training import PromptBuildConfig, build_prompts
+from histoaug.training.batches import BatchPlan, StepBatches, augment
+from histoaug.training.checkpoints import list_checkpoints
+from tests.training_models import save_tiny_vit
+
+STEPS = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on the shared 2-core CI, 2 threads were measured 15x slower (contention)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def prompts_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_prompts")
+    vit = save_tiny_vit(root / "vit")
+    build_prompts(PromptBuildConfig(data="sample", out=str(root / "prompts"), embedder=str(vit), clusters=4,
+                                    cache_dir=str(root / "cache"), progress=False))
+    return root / "prompts"
+
+
+def train_args(prompts_dir, out, *extra):
+    return ["train", "sample", "--prompts", str(prompts_dir), "--base", "tiny", "--out", str(out),
+            "--steps", str(STEPS), "--batch-size", "4", "--lr", "2e-3", "--warmup-steps", "2",
+            "--ema-decay", "0.9", "--checkpoint-every", "16", "--preview-per-label", "2", "--preview-steps", "2",
+            "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def straight(prompts_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "model"
+    assert main(train_args(prompts_dir, out)) == 0
+    return out
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_training_decreases_the_loss(straight):
+    curve = losses(straight)
+    assert len(curve) == STEPS and all(np.isfinite(curve))
+    assert np.mean(curve[-4:]) < 0.8 * np.mean(curve[:4]), curve
+
+
+@pytest.mark.slow
+def test_output_is_a_diffusers_pipeline_with_prompts(straight, prompts_dir):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(straight, safety_checker=None, requires_safety_checker=False)
+    assert pipe.unet.config.sample_size == 16
+    assert PromptBank.load(straight).texts == PromptBank.load(prompts_dir).texts
+    # the final UNet holds the EMA weights of the last checkpoint
+    final = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    (_, last), = [c for c in list_checkpoints(straight) if c[0] == STEPS]
+    ema = load_file(last / "ema.safetensors")
+    assert set(ema) <= set(final) and all((final[k] == ema[k]).all() for k in ema)
+    raw = load_file(last / "unet.safetensors")
+    assert any(not (raw[k] == ema[k]).all() for k in ema)
+    record = json.loads((straight / "training_config.json").read_text())
+    assert record["argv"] and record["config"]["steps"] == STEPS and record["config"]["base"] == "tiny"
+    assert (straight / "preview.png").is_file() and (last / "preview.png").is_file()
+    weights = [p.name for p in straight.rglob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".ckpt"}]
+    assert weights == []  # safetensors only
+
+
+@pytest.mark.slow
+def test_resume_reproduces_the_uninterrupted_run(straight, prompts_dir, tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(train_args(prompts_dir, out, "--stop-at", str(STEPS // 2))) == 0
+    assert "continue with --resume" in capsys.readouterr().out
+    assert not (out / "model_index.json").exists()
+    assert main(train_args(prompts_dir, out)) == 2  # exists, no --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(train_args(prompts_dir, out, "--resume")) == 0
+    assert losses(out) == losses(straight)
+    for part in ("unet/diffusion_pytorch_model.safetensors",
+                 f"checkpoints/step-{STEPS:07d}/unet.safetensors",
+                 f"checkpoints/step-{STEPS:07d}/optimizer.safetensors"):
+        a, b = load_file(out / part), load_file(straight / part)
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), part
+
+
+@pytest.mark.slow
+def test_trained_model_loads_in_the_synthesizer(straight):
+    import histoaug
+
+    synthesizer = histoaug.load_synthesizer(straight, backend="torch", device="cpu")
+    assert len(synthesizer.prompts) == 8
+    images = synthesizer.generate(labels=[0, 1], seeds=[0, 1], steps=2)
+    assert images.shape == (2, 96, 96, 3) and images.dtype == np.uint8
+
+
+def test_resume_refuses_changed_settings(straight, prompts_dir, capsys):
+    args = train_args(prompts_dir, straight, "--resume")
+    args[args.index("--lr") + 1] = "1e-3"
+    assert main(args) == 2
+    assert "differ" in capsys.readouterr().err
+
+
+# --- batches --------------------------------------------------------------------------------------
+def test_batches_depend_only_on_seed_and_step():
+    data = PCam(sample_root(), "train")
+    ids = np.arange(len(data)) % 3
+    plans = [BatchPlan(n=len(data), batch_size=16, seed=5, world=2, rank=r) for r in (0, 1)]
+    batches = StepBatches(data, ids, plans[0])
+    later, first = batches[3], batches[0]
+    again = StepBatches(data, ids, plans[0])[3]  # fresh object, other access order
+    assert all((later[k] == again[k]).all() for k in later)
+    assert not (first["positions"] == later["positions"]).any()
+    # one epoch over both ranks visits every patch once
+    seen = np.concatenate([p.indices(p.positions(k)) for k in range(4) for p in plans])
+    assert sorted(seen.tolist()) == list(range(len(data)))
+    image = data.read_images([0])[0]
+    assert {augment(image, 5, g).tobytes() for g in range(64)} >= {image.tobytes()}
+
+
+# --- errors ---------------------------------------------------------------------------------------
+def test_base_dir_without_unet(prompts_dir, tmp_path, capsys):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "model_index.json").write_text("{}")
+    args = train_args(prompts_dir, tmp_path / "out")
+    args[args.index("--base") + 1] = str(tmp_path / "base")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "has no unet/config.json" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_files(prompts_dir, tmp_path, capsys):
+    args = train_args(prompts_dir, tmp_path / "out")
+    args[1] = str(tmp_path / "nowhere")
+    assert main(args) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_prompts_built_for_other_data(tmp_path, capsys):
+    other = tmp_path / "valid_prompts"
+    assert main(["prompts", "build", "sample", "--kind", "baseline", "--split", "valid", "--out", str(other)]) == 0
+    assert main(train_args(other, tmp_path / "out")) == 2
+    assert "rebuild it" in capsys.readouterr().err
+
+
+def test_mixed_precision_needs_a_gpu(prompts_dir, tmp_path, capsys):
+    assert main([*train_args(prompts_dir, tmp_path / "out"), "--mixed-precision", "fp16", "--device", "cpu"]) == 2
+    assert "needs a GPU" in capsys.readouterr().err
