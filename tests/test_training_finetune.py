@@ -164,3 +164,25 @@ def test_prompts_built_for_other_data(tmp_path, capsys):
 def test_mixed_precision_needs_a_gpu(prompts_dir, tmp_path, capsys):
     assert main([*train_args(prompts_dir, tmp_path / "out"), "--mixed-precision", "fp16", "--device", "cpu"]) == 2
     assert "needs a GPU" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_prompts(straight, tmp_path, capsys):
+    other = tmp_path / "baseline"
+    assert main(["prompts", "build", "sample", "--kind", "baseline", "--out", str(other)]) == 0
+    assert main(train_args(other, straight, "--resume")) == 2
+    assert "other data or prompts" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_and_accumulation_give_the_same_training(prompts_dir, tmp_path):
+    extra = ["--grad-accum", "2", "--preview-per-label", "0", "--checkpoint-every", "3"]
+    runs = {}
+    for name, flags in {"plain": [], "checkpointed": ["--gradient-checkpointing"]}.items():
+        args = train_args(prompts_dir, tmp_path / name, *extra, *flags)
+        args[args.index("--steps") + 1] = "3"
+        assert main(args) == 0
+        runs[name] = tmp_path / name
+    assert losses(runs["plain"]) == losses(runs["checkpointed"])
+    a, b = (load_file(runs[n] / "unet" / "diffusion_pytorch_model.safetensors") for n in runs)
+    assert all(np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6) for k in a)
+    record = json.loads((runs["checkpointed"] / "training_config.json").read_text())
+    assert record["config"]["gradient_checkpointing"] and record["config"]["grad_accum"] == 2

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -167,7 +168,16 @@ class TrainResult:
 
 
 # --- setup ---------------------------------------------------------------------------------------
-def _prepare_out(config: TrainConfig, is_main: bool) -> Path | None:
+def training_inputs(bank: PromptBank, assignment) -> dict[str, str]:
+    """Hashes of what the run trains on (data, per-image prompt ids, prompt texts): must match on resume."""
+    return {
+        "data_hash": str(assignment.attrs.get("data_hash", "")),
+        "prompt_ids_sha256": hashlib.sha256(np.ascontiguousarray(assignment.prompt_ids, dtype=np.int64)).hexdigest(),
+        "prompt_texts_sha256": hashlib.sha256(json.dumps(bank.texts).encode()).hexdigest(),
+    }
+
+
+def _prepare_out(config: TrainConfig, is_main: bool, inputs: dict[str, str]) -> Path | None:
     """Check/clear the output dir; returns the checkpoint to resume from, if any."""
     out = Path(config.out).expanduser()
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
@@ -182,11 +192,17 @@ def _prepare_out(config: TrainConfig, is_main: bool) -> Path | None:
     saved = out / CONFIG_FILE
     if not saved.is_file():
         raise ArtifactError(f"{out} is not a histoaug training dir ({CONFIG_FILE} missing); cannot --resume")
-    previous = json.loads(saved.read_text())["config"]
+    record = json.loads(saved.read_text())
+    previous = record["config"]
     differing = sorted(k for k, v in config.defining().items() if _normalise(previous.get(k)) != _normalise(v))
     if differing:
         changes = ", ".join(f"{k}: {previous.get(k)!r} -> {getattr(config, k)!r}" for k in differing)
         raise InvalidArgumentError(f"--resume with settings that differ from the run in {out} ({changes})")
+    changed = sorted(k for k, v in inputs.items() if record.get("inputs", {}).get(k) != v)
+    if changed:
+        raise InvalidArgumentError(
+            f"--resume with other data or prompts than the run in {out} ({', '.join(changed)} differ)"
+        )
     checkpoints = list_checkpoints(out)
     if not checkpoints:
         logger.warning("%s has no checkpoint yet; starting from step 0", out)
@@ -262,7 +278,8 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     bank, assignment = load_prompts_dir(config.prompts)
     _check_alignment(dataset, assignment, config.prompts)
     pipe = load_base_pipeline(config.base, seed=config.seed)
-    resume_from = _prepare_out(config, is_main)
+    inputs = training_inputs(bank, assignment)
+    resume_from = _prepare_out(config, is_main, inputs)
     accelerator.wait_for_everyone()
 
     unet, vae = pipe.unet, pipe.vae
@@ -313,7 +330,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
         logger.info("resumed from %s (step %d)", resume_from, start_step)
 
     if is_main:
-        _write_run_files(out, config, bank, command, start_step)
+        _write_run_files(out, config, bank, command, start_step, inputs)
     accelerator.wait_for_everyone()
 
     plan = BatchPlan(n=len(dataset), batch_size=config.batch_size, seed=config.seed,
@@ -431,7 +448,7 @@ def _micro_step(batch: dict[str, torch.Tensor], *, unet, vae, noise_scheduler, p
 
 
 def _write_run_files(out: Path, config: TrainConfig, bank: PromptBank, command: list[str] | None,
-                     start_step: int) -> None:
+                     start_step: int, inputs: dict[str, str]) -> None:
     """training_config.json, prompts.json, and the log truncated to the resume point."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -442,6 +459,7 @@ def _write_run_files(out: Path, config: TrainConfig, bank: PromptBank, command: 
         record = {
             "argv": command if command is not None else sys.argv,
             "config": asdict(config),
+            "inputs": inputs,
             "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                          "transformers": transformers.__version__, "accelerate": accelerate.__version__},
         }
