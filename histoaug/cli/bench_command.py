@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scheduler", default="dpmsolver++")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats (best is kept)")
     parser.add_argument("--no-baseline", action="store_true", help="skip diffusers StableDiffusionPipeline")
+    parser.add_argument("--determinism", action="store_true",
+                        help="also measure reorder/batch-size agreement per backend (batch 8 vs 1 and 3)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     parser.set_defaults(handler=run)
 
@@ -56,6 +58,26 @@ def run(args: argparse.Namespace) -> int:
                          scheduler=args.scheduler, baseline=not args.no_baseline, repeats=args.repeats)
     report = run_benchmark(config)
     print(format_report(report))
+    if args.determinism:
+        report["determinism"] = _determinism(config)
+        for row in report["determinism"]:
+            others = ", ".join(f"batch {b}: max diff {v['max_abs_diff']}, {v['psnr_db']:.1f} dB"
+                               for b, v in row["other_batch_sizes"].items())
+            print(f"determinism {row['backend']} {row['dtype']}: reordered bit-identical="
+                  f"{row['reordered_bit_identical']}; vs batch {row['n']}: {others}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return 0
+
+
+def _determinism(config) -> list[dict]:
+    from histoaug.synthesis.benchmarking import batch_layout_tolerance, prepare_models
+    from histoaug.synthesis.synthesizer import load_synthesizer
+
+    model, artifact = prepare_models(config)
+    rows = []
+    for name, dtype in config.backends:
+        synth = load_synthesizer(model if name == "torch" else artifact, backend=name, device="cpu", dtype=dtype)
+        rows.append(batch_layout_tolerance(synth, model, steps=config.steps, guidance=config.guidance,
+                                           scheduler=config.scheduler))
+    return rows

@@ -222,3 +222,19 @@ def format_report(report: dict) -> str:
                      f"{psnr_text:>8} {diff:>7} {row['unet_gflops_per_second']:>8.1f} "
                      f"{100 * row['fraction_of_bf16_ceiling']:>5.0f}% {100 * row['fraction_of_fp32_ceiling']:>5.0f}%")
     return "\n".join(lines)
+
+
+def batch_layout_tolerance(synthesizer, model_dir: Path, n: int = 8, steps: int = 20, guidance: float = 2.0,
+                           scheduler: str = "dpmsolver++", other_batches: tuple[int, ...] = (1, 3)) -> dict:
+    """Same samples in one batch of ``n`` vs other batch sizes (and reversed order): max |diff| and PSNR."""
+    labels, seeds, prompt_ids = workload(model_dir, n)
+    kwargs = {"steps": steps, "guidance": guidance, "scheduler": scheduler}
+    base = synthesizer.generate(labels, seeds, prompt_ids, batch_size=n, **kwargs)
+    reverse = synthesizer.generate(labels[::-1], seeds[::-1], prompt_ids[::-1], batch_size=n, **kwargs)[::-1]
+    report = {"backend": synthesizer.backend, "dtype": synthesizer.dtype, "n": n,
+              "reordered_bit_identical": bool(np.array_equal(base, reverse)), "other_batch_sizes": {}}
+    for batch in other_batches:
+        other = synthesizer.generate(labels, seeds, prompt_ids, batch_size=batch, **kwargs)
+        report["other_batch_sizes"][batch] = {"max_abs_diff": int(np.abs(other.astype(int) - base).max()),
+                                              "psnr_db": psnr(other, base)}
+    return report

@@ -23,7 +23,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, root: Path, device: torch.device, dtype: str = "fp32", *, channels_last: bool = True) -> None:
+    def __init__(self, root: Path, device: torch.device, dtype: str = "fp32", *,
+                 channels_last: bool | None = None) -> None:
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
         if dtype not in DTYPES:
@@ -32,16 +33,16 @@ class TorchBackend:
             raise InvalidArgumentError("fp16 on the CPU is slow and inexact in torch; use bf16 or fp32")
         self.device, self.dtype, self.torch_dtype = device, dtype, DTYPES[dtype]
         try:
-            self.unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", use_safetensors=True,
-                                                             torch_dtype=self.torch_dtype)
-            vae = AutoencoderKL.from_pretrained(root, subfolder="vae", use_safetensors=True,
-                                                torch_dtype=self.torch_dtype)
+            cast = {} if dtype == "fp32" else {"torch_dtype": self.torch_dtype}
+            self.unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", use_safetensors=True, **cast)
+            vae = AutoencoderKL.from_pretrained(root, subfolder="vae", use_safetensors=True, **cast)
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{root}: cannot load unet/vae weights ({exc})") from exc
         self.unet = self.unet.to(device=device).eval().requires_grad_(False)
         self.vae = vae.to(device=device).eval().requires_grad_(False)
-        self.channels_last = channels_last
-        if channels_last:
+        # channels-last lets oneDNN run bf16 convolutions without layout reorders; neutral for fp32
+        self.channels_last = dtype != "fp32" if channels_last is None else channels_last
+        if self.channels_last:
             self.unet = self.unet.to(memory_format=torch.channels_last)
             self.vae = self.vae.to(memory_format=torch.channels_last)
         if device.type == "cuda" and importlib.util.find_spec("xformers") is not None:
