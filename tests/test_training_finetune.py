@@ -186,3 +186,27 @@ def test_gradient_checkpointing_and_accumulation_give_the_same_training(prompts_
     assert all(np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6) for k in a)
     record = json.loads((runs["checkpointed"] / "training_config.json").read_text())
     assert record["config"]["gradient_checkpointing"] and record["config"]["grad_accum"] == 2
+
+
+def test_bf16_mixed_precision_keeps_frozen_parts_exact(prompts_dir, tmp_path):
+    from histoaug.models import build_pipeline
+
+    args = train_args(prompts_dir, tmp_path / "bf16", "--mixed-precision", "bf16", "--device", "cpu",
+                      "--preview-per-label", "1")
+    args[args.index("--steps") + 1] = "3"
+    assert main(args) == 0
+    assert all(np.isfinite(losses(tmp_path / "bf16")))
+    vae = load_file(tmp_path / "bf16" / "vae" / "diffusion_pytorch_model.safetensors")
+    reference = build_pipeline("tiny", seed=0).vae.state_dict()
+    assert all((vae[k] == reference[k]).all() for k in reference)  # frozen, saved in float32, not rounded
+    unet = load_file(tmp_path / "bf16" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {v.dtype for v in unet.values()} == {torch.float32}
+
+
+def test_batches_are_the_same_through_dataloader_workers():
+    data = PCam(sample_root(), "train")
+    batches = StepBatches(data, np.zeros(len(data), dtype=np.int64), BatchPlan(n=len(data), batch_size=8, seed=1))
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(2, 8), num_workers=2)
+    for k, item in zip(range(2, 8), loader, strict=True):
+        direct = batches[k]
+        assert all((item[key] == direct[key]).all() for key in direct)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from histoaug.training.clustering import ClusterConfig, ClusteringResult, assign_clusters, fit_clusters
 from histoaug.training.embedding import ImageEmbedder, TransformersEmbedder, embed_dataset
+from histoaug.training.finetune import TrainConfig, TrainResult, train
 from histoaug.training.prompt_building import (
     PromptBuildConfig,
     build_prompts,
@@ -31,6 +32,8 @@ __all__ = [
     "ClusteringResult",
     "ImageEmbedder",
     "PromptBuildConfig",
+    "TrainConfig",
+    "TrainResult",
     "TransformersEmbedder",
     "assign_clusters",
     "build_prompts",
@@ -38,4 +41,5 @@ __all__ = [
     "fit_clusters",
     "load_prompts_dir",
     "morphology_bank",
+    "train",
 ]

@@ -107,7 +107,7 @@ class TrainConfig:
     cond_dropout: float = 0.1
     augment: bool = True
     resolution: int | None = None  # default: the model's native resolution
-    mixed_precision: str = "auto"  # bf16 on a GPU that has it, else fp16 on GPU; "no" on CPU
+    mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, else fp16 on GPU; "no" on CPU (bf16 allowed)
     gradient_checkpointing: bool = False
     device: str = "auto"  # "cpu" forces CPU; otherwise accelerate picks the process's device
     seed: int = 0
@@ -216,10 +216,8 @@ def _normalise(value: Any) -> Any:
 
 def _mixed_precision(config: TrainConfig, on_gpu: bool) -> str:
     if config.mixed_precision != "auto":
-        if config.mixed_precision != "no" and not on_gpu:
-            raise InvalidArgumentError(
-                f"mixed precision {config.mixed_precision} needs a GPU; use --mixed-precision no"
-            )
+        if config.mixed_precision == "fp16" and not on_gpu:
+            raise InvalidArgumentError("mixed precision fp16 needs a GPU; use --mixed-precision no (or bf16)")
         return config.mixed_precision
     if not on_gpu:
         return "no"
@@ -265,6 +263,11 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     from diffusers.training_utils import EMAModel
 
     config.validate()
+    # accelerate keeps its state in process-wide singletons; a previous train() in this process
+    # (another mixed precision, say) must not leak into this one. The process group survives.
+    for state_class in (accelerate.state.AcceleratorState, accelerate.state.GradientState):
+        if hasattr(state_class, "_reset_state"):
+            state_class._reset_state()
     accelerator = accelerate.Accelerator(
         cpu=config.device == "cpu",
         mixed_precision=_mixed_precision(config, on_gpu=config.device != "cpu" and torch.cuda.is_available()),
