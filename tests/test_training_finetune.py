@@ -111,6 +111,12 @@ def test_trained_model_loads_in_the_synthesizer(straight):
     assert images.shape == (2, 96, 96, 3) and images.dtype == np.uint8
 
 
+@pytest.mark.slow
+def test_trained_model_is_accepted_by_export(straight, tmp_path):
+    assert main(["export", "--format", "diffusers", str(straight), str(tmp_path / "exported")]) == 0
+    assert PromptBank.load(tmp_path / "exported").texts == PromptBank.load(straight).texts
+
+
 def test_resume_refuses_changed_settings(straight, prompts_dir, capsys):
     args = train_args(prompts_dir, straight, "--resume")
     args[args.index("--lr") + 1] = "1e-3"

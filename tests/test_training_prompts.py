@@ -126,6 +126,9 @@ def test_embedder_uses_the_model_and_its_hash_keys_the_cache(vit_dir, tmp_path):
     whole = embedder.embed(data.read_images(np.arange(len(data))))
     torch.testing.assert_close(first.embeddings, whole, rtol=1e-4, atol=1e-5)
     assert embed_dataset(data, embedder, cache_dir=tmp_path, progress=False).from_cache
+    # same blocks read and preprocessed in DataLoader workers: bit-identical
+    workers = embed_dataset(data, embedder, batch_size=7, use_cache=False, num_workers=2, progress=False)
+    assert torch.equal(workers.embeddings, first.embeddings)
     other = save_tiny_vit(tmp_path / "vit2")  # new random weights -> another model hash
     second = embed_dataset(data, TransformersEmbedder(str(other)), cache_dir=tmp_path, progress=False)
     assert not second.from_cache and second.model_hash != first.model_hash

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--clusters", type=int, default=33, help="number of morphology types K (default: %(default)s)")
     build.add_argument("--split", default="train", help="split to fit on (default: %(default)s)")
     build.add_argument("--batch-size", type=int, default=256, help="embedding batch size (default: %(default)s)")
+    build.add_argument("--num-workers", type=int, default=0,
+                       help="DataLoader workers reading and preprocessing patches (default: %(default)s)")
     build.add_argument("--device", default="cpu", help="torch device of the embedder, e.g. cuda (default: %(default)s)")
     build.add_argument("--seed", type=int, default=0, help="K-means seed (default: %(default)s)")
     build.add_argument("--cache-dir", default=None,
@@ -48,7 +50,8 @@ def run_build(args: argparse.Namespace) -> int:
     result = build_prompts(
         PromptBuildConfig(
             data=args.data, out=args.out, kind=args.kind, split=args.split, embedder=args.embedder,
-            clusters=args.clusters, seed=args.seed, batch_size=args.batch_size, device=args.device,
+            clusters=args.clusters, seed=args.seed, batch_size=args.batch_size, num_workers=args.num_workers,
+            device=args.device,
             normalize=not args.no_normalize, cache_dir=args.cache_dir, use_cache=not args.no_cache,
             overwrite=args.overwrite,
         )

@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from histoaug.data.pcam import PCam
@@ -41,12 +42,20 @@ class EmbedderLoadError(ArtifactError):
 
 
 class ImageEmbedder(Protocol):
-    """Maps a batch of uint8 RGB patches ``(B, H, W, 3)`` to float32 embeddings ``(B, D)``."""
+    """Maps a batch of uint8 RGB patches ``(B, H, W, 3)`` to float32 embeddings ``(B, D)``.
+
+    ``preprocessor`` turns patches into model input on the CPU; it must be picklable, because
+    :func:`embed_dataset` runs it in DataLoader workers while ``encode`` runs the model.
+    """
 
     @property
     def fingerprint(self) -> str:
         """Hash of everything that determines the embeddings (weights, preprocessing)."""
         ...
+
+    preprocessor: Callable[[np.ndarray], torch.Tensor]
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
     def embed(self, images: np.ndarray) -> torch.Tensor: ...
 
@@ -55,6 +64,31 @@ def default_cache_dir() -> Path:
     """``$HISTOAUG_CACHE/embeddings`` or ``~/.cache/histoaug/embeddings``."""
     base = os.environ.get(CACHE_ENV)
     return (Path(base) if base else Path.home() / ".cache" / "histoaug") / "embeddings"
+
+
+class ProcessorPreprocessing:
+    """The model's own ``AutoImageProcessor`` applied to a uint8 batch (picklable)."""
+
+    def __init__(self, processor: object) -> None:
+        self.processor = processor
+
+    def __call__(self, images: np.ndarray) -> torch.Tensor:
+        return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+
+class ConfigPreprocessing:
+    """Resize to the config's ``image_size`` and normalise by its ``image_mean``/``image_std``."""
+
+    def __init__(self, mean: list[float], std: list[float], side: int) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.side = side
+
+    def __call__(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.nn.functional.interpolate(x, size=(self.side, self.side), mode="bicubic", antialias=True,
+                                            align_corners=False)
+        return (x - self.mean) / self.std
 
 
 def _preprocessor(source: str, config: object) -> tuple[Callable[[np.ndarray], torch.Tensor], dict]:
@@ -67,11 +101,7 @@ def _preprocessor(source: str, config: object) -> tuple[Callable[[np.ndarray], t
         processor = None
         logger.debug("no image processor for %s (%s); trying its config", source, exc)
     if processor is not None:
-
-        def run_processor(images: np.ndarray) -> torch.Tensor:
-            return processor(images=list(images), return_tensors="pt")["pixel_values"]
-
-        return run_processor, {"processor": processor.to_dict()}
+        return ProcessorPreprocessing(processor), {"processor": processor.to_dict()}
 
     mean = getattr(config, "image_mean", None)
     std = getattr(config, "image_std", None)
@@ -82,16 +112,8 @@ def _preprocessor(source: str, config: object) -> tuple[Callable[[np.ndarray], t
             "image_mean/image_std/image_size, so its expected preprocessing is unknown; save the model's "
             "AutoImageProcessor next to it"
         )
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     side = int(size if isinstance(size, int) else size[0])
-
-    def run_config(images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
-        return (x - mean_t) / std_t
-
-    return run_config, {"mean": list(mean), "std": list(std), "size": side}
+    return ConfigPreprocessing(list(mean), list(std), side), {"mean": list(mean), "std": list(std), "size": side}
 
 
 class TransformersEmbedder:
@@ -137,7 +159,7 @@ class TransformersEmbedder:
                 "not a vision model taking pixel_values; pass an image model such as a DINO ViT"
             )
         self.model = model.eval().requires_grad_(False).to(self.device)
-        self._preprocess, settings = _preprocessor(str(local) if looks_local else self.source, config)
+        self.preprocessor, settings = _preprocessor(str(local) if looks_local else self.source, config)
         self._fingerprint = module_hash(
             self.model, extra={"class": type(model).__name__, **settings}, exclude=unused
         )
@@ -147,10 +169,14 @@ class TransformersEmbedder:
     def fingerprint(self) -> str:
         return self._fingerprint
 
-    @torch.inference_mode()
     def embed(self, images: np.ndarray) -> torch.Tensor:
         """CLS-token (or pooled) embeddings of a uint8 ``(B, H, W, 3)`` batch, float32 on CPU."""
-        pixels = self._preprocess(images).to(self.device, dtype=next(self.model.parameters()).dtype)
+        return self.encode(self.preprocessor(images))
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Embeddings of preprocessed model input (what ``preprocessor`` returns)."""
+        pixels = pixels.to(self.device, dtype=next(self.model.parameters()).dtype)
         outputs = self.model(pixel_values=pixels)
         hidden = getattr(outputs, "last_hidden_state", None)
         if hidden is not None and hidden.dim() == 3:
@@ -160,6 +186,20 @@ class TransformersEmbedder:
         else:
             raise EmbedderLoadError(f"embedder {self.source!r} returns neither a token sequence nor a pooled output")
         return features.float().cpu()
+
+
+class _PreprocessedBlocks(Dataset):
+    """Item ``b``: model input for patches ``b * size .. (b + 1) * size`` (read + preprocess in a worker)."""
+
+    def __init__(self, dataset: PCam, preprocessor: Callable[[np.ndarray], torch.Tensor], size: int) -> None:
+        self.dataset, self.preprocessor, self.size = dataset, preprocessor, size
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.size)
+
+    def __getitem__(self, block: int) -> torch.Tensor:
+        start = block * self.size
+        return self.preprocessor(self.dataset.read_images(np.arange(start, min(start + self.size, len(self.dataset)))))
 
 
 @dataclass(frozen=True)
@@ -179,12 +219,14 @@ def embed_dataset(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     data_hash: str | None = None,
+    num_workers: int = 0,
     progress: bool = True,
 ) -> EmbeddingResult:
     """Embed every patch of ``dataset`` in index order, reading and writing the disk cache.
 
     ``cache_dir=None`` uses :func:`default_cache_dir`; ``use_cache=False`` neither reads nor
-    writes the cache. The cache file is written atomically.
+    writes the cache. The cache file is written atomically. ``num_workers`` DataLoader workers
+    read and preprocess blocks of ``batch_size`` patches while the model embeds.
     """
     if batch_size < 1:
         raise InvalidArgumentError(f"batch size must be >= 1, got {batch_size}")
@@ -207,11 +249,14 @@ def embed_dataset(
                                cache_path, stored.shape[0], len(dataset))
     chunks = []
     n = len(dataset)
+    loader = DataLoader(
+        _PreprocessedBlocks(dataset, embedder.preprocessor, batch_size), batch_size=None,
+        num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+    )
     with tqdm(total=n, desc="embedding", unit="patch", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            images = dataset.read_images(np.arange(start, min(start + batch_size, n)))
-            chunks.append(embedder.embed(images))
-            bar.update(len(images))
+        for pixels in loader:
+            chunks.append(embedder.encode(pixels))
+            bar.update(len(pixels))
     embeddings = torch.cat(chunks).contiguous()
     if not torch.isfinite(embeddings).all():
         raise ArtifactError("the embedder produced NaN or infinite embeddings; check the model weights")

@@ -79,6 +79,7 @@ class PromptBuildConfig:
     clusters: int = DEFAULT_CLUSTERS
     seed: int = 0
     batch_size: int = 256
+    num_workers: int = 0
     device: str = "cpu"
     normalize: bool = True
     cache_dir: str | None = None
@@ -114,6 +115,8 @@ def build_prompts(config: PromptBuildConfig) -> PromptBuildResult:
     """Embed, cluster and write a prompts dir (see the module docstring for its files)."""
     if config.kind not in KINDS:
         raise InvalidArgumentError(f"prompt kind must be one of {', '.join(KINDS)}, got {config.kind!r}")
+    if config.num_workers < 0:
+        raise InvalidArgumentError(f"num-workers must be >= 0, got {config.num_workers}")
     out = Path(config.out).expanduser()
     _check_out(out, config.overwrite)
     dataset = open_split(config.data, config.split)
@@ -140,7 +143,8 @@ def build_prompts(config: PromptBuildConfig) -> PromptBuildResult:
         embedder = TransformersEmbedder(config.embedder, device=config.device)
         embedded = embed_dataset(
             dataset, embedder, batch_size=config.batch_size, cache_dir=config.cache_dir,
-            use_cache=config.use_cache, data_hash=data_hash, progress=config.progress,
+            use_cache=config.use_cache, data_hash=data_hash, num_workers=config.num_workers,
+            progress=config.progress,
         )
         clustering = fit_clusters(
             embedded.embeddings, ClusterConfig(clusters=config.clusters, seed=config.seed, normalize=config.normalize)
