@@ -71,7 +71,7 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: tupl
 def export_unet(unet: torch.nn.Module, path: Path, *, dtype: str, batch: int, latent_shape: tuple[int, int, int],
                 text_shape: tuple[int, int]) -> None:
     dt = DTYPES[dtype]
-    model = UNetForExport(unet.to(dt), dt)
+    model = UNetForExport(unet if dt == torch.float32 else unet.to(dt), dt)
     args = (torch.randn(batch, *latent_shape), torch.full((batch,), 500.0), torch.randn(batch, *text_shape))
     logger.info("exporting UNet to %s (%s, opset %d)", path, dtype, OPSET)
     _export(model, args, UNET_INPUTS, UNET_OUTPUT, path)
@@ -80,6 +80,6 @@ def export_unet(unet: torch.nn.Module, path: Path, *, dtype: str, batch: int, la
 def export_vae_decoder(vae: torch.nn.Module, path: Path, *, dtype: str, batch: int,
                        latent_shape: tuple[int, int, int]) -> None:
     dt = DTYPES[dtype]
-    model = VaeDecoderForExport(vae.to(dt), dt)
+    model = VaeDecoderForExport(vae if dt == torch.float32 else vae.to(dt), dt)
     logger.info("exporting VAE decoder to %s (%s, opset %d)", path, dtype, OPSET)
     _export(model, (torch.randn(batch, *latent_shape),), (VAE_INPUT,), VAE_OUTPUT, path)
