@@ -216,3 +216,8 @@ def test_batches_are_the_same_through_dataloader_workers():
     for k, item in zip(range(2, 8), loader, strict=True):
         direct = batches[k]
         assert all((item[key] == direct[key]).all() for key in direct)
+
+
+def test_resolution_must_fit_the_model(prompts_dir, tmp_path, capsys):
+    assert main([*train_args(prompts_dir, tmp_path / "out"), "--resolution", "36"]) == 2
+    assert "multiple of 8" in capsys.readouterr().err

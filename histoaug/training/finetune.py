@@ -291,6 +291,10 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     if prediction_type not in ("epsilon", "v_prediction", "sample"):
         raise ArtifactError(f"base model scheduler has unsupported prediction_type {prediction_type!r}")
     resolution = config.resolution or int(unet.config.sample_size) * _vae_scale_factor(vae)
+    # the UNet halves the latent per down block; diffusers' SD pipeline wants multiples of 8
+    multiple = math.lcm(8, _vae_scale_factor(vae) * 2 ** (len(unet.config.block_out_channels) - 1))
+    if resolution % multiple:
+        raise InvalidArgumentError(f"resolution {resolution} must be a multiple of {multiple} for this model")
     latent_side = resolution // _vae_scale_factor(vae)
     latent_shape = (int(unet.config.in_channels), latent_side, latent_side)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
