@@ -221,3 +221,27 @@ def test_batches_are_the_same_through_dataloader_workers():
 def test_resolution_must_fit_the_model(prompts_dir, tmp_path, capsys):
     assert main([*train_args(prompts_dir, tmp_path / "out"), "--resolution", "36"]) == 2
     assert "multiple of 8" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(prompts_dir, tmp_path):
+    """torchrun DDP on 2 CPU processes with batch 4 == 1 process with batch 8 (same samples and noise)."""
+    import os
+    import subprocess
+    import sys
+
+    def args(out, batch):
+        a = train_args(prompts_dir, out, "--device", "cpu", "--preview-per-label", "0")
+        a[a.index("--steps") + 1] = "4"
+        a[a.index("--batch-size") + 1] = str(batch)
+        return a
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "histoaug.cli.main", *args(tmp_path / "ddp", 4)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(args(tmp_path / "single", 8)) == 0
+    np.testing.assert_allclose(losses(tmp_path / "ddp"), losses(tmp_path / "single"), rtol=1e-6)
+    a, b = (load_file(tmp_path / n / "unet" / "diffusion_pytorch_model.safetensors") for n in ("ddp", "single"))
+    assert all(np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6) for k in a)

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         stop_at=args.stop_at, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
     )
     result = train(config)
+    if not result.main_process:
+        return 0
     if not result.losses:
         print(f"nothing to train: {result.out} is already at step {result.steps}")
     else:

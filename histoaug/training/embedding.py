@@ -139,11 +139,17 @@ class TransformersEmbedder:
                 "pass a local transformers vision model dir with --embedder DIR (e.g. a saved copy of "
                 f"{DEFAULT_EMBEDDER})"
             ) from exc
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its load report is checked below, with a clearer message
         try:
             model, info = AutoModel.from_pretrained(str(local) if looks_local else self.source,
                                                     output_loading_info=True)
         except (OSError, ValueError) as exc:
             raise EmbedderLoadError(f"cannot load embedder weights from {self.source!r}: {exc}") from exc
+        finally:
+            hf_logging.set_verbosity(verbosity)
         # A pooler head is absent from DINO checkpoints and unused here (the CLS token is the
         # embedding); any other missing weight would make the embeddings random: refuse.
         missing = {key for key in info.get("missing_keys", ()) if key.split(".")[0] != "pooler"}
