@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.prompts_action == "build":
         return run_build(args)
-    args.prompts_parser.print_help()
+    args.prompts_parser.print_help(sys.stderr)
     return 2
 
 
