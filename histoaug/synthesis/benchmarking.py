@@ -41,7 +41,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
     """Measured GFLOP/s of a large square matmul through torch on this machine (best of ``repeats``)."""
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
@@ -118,6 +118,9 @@ def run_histoaug(synthesizer, model_dir: Path, batch: int, steps: int, guidance:
     return images, best
 
 
+BASELINE = "diffusers StableDiffusionPipeline fp32"
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """One benchmark run: which model, which backends/dtypes, which workload."""
@@ -158,7 +161,11 @@ def prepare_models(config: BenchConfig) -> tuple[Path, Path | None]:
 
 
 def run_benchmark(config: BenchConfig) -> dict:
-    """Measure every (backend, dtype) at every batch, plus the diffusers baseline and the ceilings."""
+    """Measure every (backend, dtype) at every batch, plus the diffusers baseline and the ceilings.
+
+    Runs are interleaved (baseline, then each backend, ``repeats`` rounds) and the best time of
+    each is kept, so load from other processes on a shared machine biases none of them alone.
+    """
     from histoaug.synthesis.synthesizer import load_synthesizer
 
     model, artifact = prepare_models(config)
@@ -167,41 +174,39 @@ def run_benchmark(config: BenchConfig) -> dict:
     ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
     report: dict = {"model": str(model), "unet_gflop_per_sample_eval": flops / 1e9, "steps": config.steps,
                     "guidance": config.guidance, "scheduler": config.scheduler, "threads": torch.get_num_threads(),
-                    "matmul_ceiling_gflops": ceilings, "results": []}
+                    "repeats": config.repeats, "matmul_ceiling_gflops": ceilings, "results": []}
 
     def gflops(batch: int, seconds: float) -> float:
         return flops * batch * cfg * config.steps / seconds / 1e9
 
-    baselines: dict[int, tuple[np.ndarray, float]] = {}
-    if config.baseline:
-        for batch in config.batches:
-            images, seconds = run_diffusers(model, batch, config.steps, config.guidance, config.scheduler,
-                                            config.repeats)
-            baselines[batch] = (images, seconds)
-            report["results"].append(BenchResult("diffusers StableDiffusionPipeline fp32", batch, seconds,
-                                                 batch / seconds, 0, float("inf"), gflops(batch, seconds)).as_dict())
-            logger.info("diffusers batch %d: %.2f patches/s", batch, batch / seconds)
+    synths = {}
     for name, dtype in config.backends:
-        source = model if name == "torch" else artifact
-        synth = load_synthesizer(source, backend=name, device="cpu", dtype=dtype)
+        synth = load_synthesizer(model if name == "torch" else artifact, backend=name, device="cpu", dtype=dtype)
         run_histoaug(synth, model, 2, 2, config.guidance, config.scheduler)  # warm-up
-        for batch in config.batches:
-            images, seconds = run_histoaug(synth, model, batch, config.steps, config.guidance, config.scheduler,
-                                           config.repeats)
-            result = BenchResult(f"histoaug {name} {dtype}", batch, seconds, batch / seconds,
-                                 unet_gflops_per_second=gflops(batch, seconds))
-            if batch in baselines:
-                reference = baselines[batch][0]
-                result.max_abs_diff_vs_baseline = int(np.abs(images.astype(int) - reference).max())
-                result.psnr_vs_baseline_db = psnr(images, reference)
-            report["results"].append(result.as_dict())
-            logger.info("%s batch %d: %.2f patches/s", result.name, batch, result.patches_per_second)
-        del synth
-    for row in report["results"]:
-        base = baselines.get(row["batch"])
-        row["speedup_vs_diffusers"] = base[1] / row["seconds"] if base else None
-        row["fraction_of_bf16_ceiling"] = row["unet_gflops_per_second"] / ceilings["bf16"]
-        row["fraction_of_fp32_ceiling"] = row["unet_gflops_per_second"] / ceilings["fp32"]
+        synths[f"histoaug {name} {dtype}"] = synth
+    for batch in config.batches:
+        best: dict[str, float] = {}
+        images: dict[str, np.ndarray] = {}
+        for _ in range(config.repeats):
+            if config.baseline:
+                out, seconds = run_diffusers(model, batch, config.steps, config.guidance, config.scheduler)
+                best[BASELINE] = min(best.get(BASELINE, float("inf")), seconds)
+                images[BASELINE] = out
+            for label, synth in synths.items():
+                out, seconds = run_histoaug(synth, model, batch, config.steps, config.guidance, config.scheduler)
+                best[label] = min(best.get(label, float("inf")), seconds)
+                images[label] = out
+        for label, seconds in best.items():
+            result = BenchResult(label, batch, seconds, batch / seconds, unet_gflops_per_second=gflops(batch, seconds))
+            if BASELINE in images:
+                result.max_abs_diff_vs_baseline = int(np.abs(images[label].astype(int) - images[BASELINE]).max())
+                result.psnr_vs_baseline_db = psnr(images[label], images[BASELINE])
+            row = result.as_dict()
+            row["speedup_vs_diffusers"] = best[BASELINE] / seconds if BASELINE in best else None
+            row["fraction_of_bf16_ceiling"] = row["unet_gflops_per_second"] / ceilings["bf16"]
+            row["fraction_of_fp32_ceiling"] = row["unet_gflops_per_second"] / ceilings["fp32"]
+            report["results"].append(row)
+            logger.info("%s batch %d: %.2f patches/s", label, batch, result.patches_per_second)
     return report
 
 
