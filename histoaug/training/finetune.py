@@ -281,6 +281,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     )
     is_main = accelerator.is_main_process
     device = accelerator.device
+    torch.manual_seed(config.seed)  # for anything drawing from the global RNG (e.g. dropout); saved in checkpoints
     out = Path(config.out).expanduser()
 
     # Validate inputs before touching the output dir.
@@ -354,6 +355,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
         StepBatches(dataset, assignment.prompt_ids, plan, augment_images=config.augment),
         batch_size=None, sampler=range(start_step * config.grad_accum, end_step * config.grad_accum),
         num_workers=config.num_workers, persistent_workers=False,
+        generator=torch.Generator().manual_seed(config.seed),  # keep the global RNG untouched
     )
     batches = iter(loader)
     samples_per_step = config.batch_size * config.grad_accum * accelerator.num_processes
