@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from histoaug.errors import ArtifactError
+
+if TYPE_CHECKING:  # diffusers is imported when a model is loaded, not with this module
+    from diffusers import StableDiffusionPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -14,7 +18,7 @@ class BaseModelError(ArtifactError):
     """The base model is missing, is not a Stable Diffusion pipeline, or cannot be loaded."""
 
 
-def load_base_pipeline(base: str, *, seed: int = 0):  # -> diffusers.StableDiffusionPipeline
+def load_base_pipeline(base: str, *, seed: int = 0) -> StableDiffusionPipeline:
     """``tiny``/``small`` (histoaug presets, random weights from ``seed``), a pipeline dir or a hub id."""
     from diffusers import StableDiffusionPipeline
 

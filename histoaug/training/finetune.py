@@ -58,7 +58,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -73,6 +73,9 @@ from histoaug.training.checkpoints import TrainingState, list_checkpoints, load_
 from histoaug.training.data_source import open_split
 from histoaug.training.prompt_building import load_prompts_dir
 from histoaug.training.requirements import require
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +248,7 @@ def _check_alignment(dataset, assignment, prompts_dir: str) -> None:
 
 
 @torch.no_grad()
-def encode_prompts(pipe, texts: list[str], device: torch.device) -> torch.Tensor:
+def encode_prompts(pipe: StableDiffusionPipeline, texts: list[str], device: torch.device) -> torch.Tensor:
     """Text-encoder hidden states of ``texts`` (padded to the tokenizer's max length), float32."""
     tokens = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                             truncation=True, return_tensors="pt")
@@ -545,7 +548,7 @@ def _preview(pipe, unet, ema, prompt_embeds: torch.Tensor, bank: PromptBank, unc
     save_preview(tiles, np.array(labels), path, per_label=config.preview_per_label)
 
 
-def _save_final(pipe, unet, out: Path) -> None:
+def _save_final(pipe: StableDiffusionPipeline, unet: torch.nn.Module, out: Path) -> None:
     """save_pretrained to a side dir, move the parts in, model_index.json last (completeness marker)."""
     partial = out / ".pipeline.partial"
     try:
