@@ -198,10 +198,7 @@ class SynthesisPool:
         self._root = root
         self._process.start()
         atexit.register(self.close)
-        try:
-            failure = started.get(timeout=config.start_timeout_s)
-        except queue.Empty:
-            failure = ("TimeoutError", f"the producer did not load the model in {config.start_timeout_s} s")
+        failure = self._await_start(started, config.start_timeout_s)
         if failure is not None:
             self.close()
             kind, message = failure
@@ -209,6 +206,19 @@ class SynthesisPool:
             raise error(f"synthesis pool could not start: {message}")
         logger.info("synthesis pool started (pid %s, store %s, policy %s)",
                     self._process.pid, self.directory, config.policy)
+
+    def _await_start(self, started: Any, timeout_s: float) -> tuple[str, str] | None:
+        """The producer's start report: None once the model is loaded, else (error type, message)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                return started.get(timeout=0.5)
+            except queue.Empty:
+                if not self._process.is_alive():
+                    return ("RuntimeError", f"the producer process exited with code {self._process.exitcode} "
+                            "before loading the model (with the spawn start method, a script must guard "
+                            "its entry point with `if __name__ == '__main__':`)")
+        return ("TimeoutError", f"the producer did not load the model in {timeout_s} s")
 
     def client(self) -> PoolClient:
         return PoolClient(self.directory, self.config, self._stats, self._process.pid)
