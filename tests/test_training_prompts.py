@@ -107,6 +107,25 @@ def test_existing_output_refused_then_overwritten(built, vit_dir, capsys):
     assert len(PromptBank.load(out)) == 2 * K
 
 
+def test_other_split_assigned_to_the_training_centres(built, vit_dir, tmp_path, capsys):
+    out, cache = built
+    valid_dir = tmp_path / "valid"
+    assert main(["prompts", "build", "sample", "--split", "valid", "--embedder", str(vit_dir), "--centers-from",
+                 str(out), "--out", str(valid_dir), "--cache-dir", str(cache)]) == 0
+    bank, assignment = load_prompts_dir(valid_dir)
+    assert bank.texts == PromptBank.load(out).texts
+    data = PCam(sample_root(), "valid")
+    embeddings = embed_dataset(data, TransformersEmbedder(str(vit_dir)), cache_dir=cache, progress=False).embeddings
+    expected = assign_clusters(embeddings, load_file(out / "clusters.safetensors")["centers"].numpy())
+    np.testing.assert_array_equal(assignment.morphology, expected)
+    np.testing.assert_array_equal(assignment.prompt_ids, data.labels.astype(np.int64) * K + expected)
+    assert assignment.attrs["split"] == "valid" and assignment.attrs["centers_from"] == str(out)
+    other = save_tiny_vit(tmp_path / "other_vit")
+    assert main(["prompts", "build", "sample", "--split", "valid", "--embedder", str(other), "--centers-from",
+                 str(out), "--out", str(tmp_path / "v2"), "--cache-dir", str(cache)]) == 2
+    assert "fitted with" in capsys.readouterr().err
+
+
 def test_baseline_prompts(tmp_path):
     out = tmp_path / "baseline"
     assert main(["prompts", "build", "sample", "--kind", "baseline", "--out", str(out)]) == 0

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--num-workers", type=int, default=0,
                        help="DataLoader workers reading and preprocessing patches (default: %(default)s)")
     build.add_argument("--device", default="cpu", help="torch device of the embedder, e.g. cuda (default: %(default)s)")
+    build.add_argument("--centers-from", default=None, metavar="DIR",
+                       help="assign to the K-means centres of this (training) prompts dir instead of fitting; "
+                       "for valid/test splits (same --embedder required)")
     build.add_argument("--seed", type=int, default=0, help="K-means seed (default: %(default)s)")
     build.add_argument("--cache-dir", default=None,
                        help="embedding cache dir (default: $HISTOAUG_CACHE/embeddings or ~/.cache/histoaug/embeddings)")
@@ -54,6 +57,7 @@ def run_build(args: argparse.Namespace) -> int:
             clusters=args.clusters, seed=args.seed, batch_size=args.batch_size, num_workers=args.num_workers,
             device=args.device,
             normalize=not args.no_normalize, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+            centers_from=args.centers_from,
             overwrite=args.overwrite,
         )
     )

@@ -90,11 +90,7 @@ def fit_clusters(embeddings: np.ndarray | torch.Tensor, config: ClusterConfig = 
         algorithm = "KMeans"
     assignments = model.fit_predict(data).astype(np.int64)
     sizes = np.bincount(assignments, minlength=k).astype(np.int64)
-    silhouette = float(
-        metrics.silhouette_score(
-            data, assignments, sample_size=min(n, SILHOUETTE_SAMPLE), random_state=config.seed
-        )
-    ) if len(np.unique(assignments)) > 1 else float("nan")
+    silhouette = _silhouette(metrics, data, assignments, config.seed)
     result = ClusteringResult(
         assignments=assignments,
         centers=model.cluster_centers_.astype(np.float32),
@@ -106,6 +102,21 @@ def fit_clusters(embeddings: np.ndarray | torch.Tensor, config: ClusterConfig = 
     )
     logger.info("clustering: %s", result.summary())
     return result
+
+
+def _silhouette(metrics, data: np.ndarray, assignments: np.ndarray, seed: int) -> float:
+    """Mean silhouette on a seeded sample of at most 10k points (NaN with fewer than 2 clusters)."""
+    if len(np.unique(assignments)) < 2 or len(np.unique(assignments)) >= len(data):
+        return float("nan")
+    return float(metrics.silhouette_score(data, assignments, sample_size=min(len(data), SILHOUETTE_SAMPLE),
+                                          random_state=seed))
+
+
+def silhouette(embeddings: np.ndarray | torch.Tensor, assignments: np.ndarray, *, normalize: bool = True,
+               seed: int = 0) -> float:
+    """Silhouette of a given assignment (e.g. of a split assigned to clusters fitted on train)."""
+    metrics = require("sklearn.metrics", purpose="the silhouette score")
+    return _silhouette(metrics, _prepare(embeddings, normalize), np.asarray(assignments), seed)
 
 
 def assign_clusters(

@@ -22,6 +22,11 @@ A prompts dir holds:
     cluster sizes, silhouette and patches per prompt, to compare choices of K.
 
 The dir is written under a temporary name and renamed when complete.
+
+K-means is fitted on the training split. To give another split (valid, test) the same
+morphology types, build its dir with ``centers_from`` (``--centers-from TRAIN_PROMPTS_DIR``):
+its patches are embedded with the same model (checked by hash) and assigned to the nearest
+training centre; the prompts are the training dir's.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError, OutputWriteError
 from histoaug.prompts import PROMPTS_FILE, Prompt, PromptBank
-from histoaug.training.clustering import DEFAULT_CLUSTERS, ClusterConfig, fit_clusters
+from histoaug.training.clustering import DEFAULT_CLUSTERS, ClusterConfig, assign_clusters, fit_clusters, silhouette
 from histoaug.training.data_source import open_split
 from histoaug.training.embedding import DEFAULT_EMBEDDER, TransformersEmbedder, embed_dataset
 from histoaug.training.hashing import dataset_hash
@@ -84,6 +90,7 @@ class PromptBuildConfig:
     normalize: bool = True
     cache_dir: str | None = None
     use_cache: bool = True
+    centers_from: str | None = None  # a morphology prompts dir: assign to its centres instead of fitting
     overwrite: bool = False
     progress: bool = True
 
@@ -135,6 +142,33 @@ def build_prompts(config: PromptBuildConfig) -> PromptBuildResult:
         bank = PromptBank.baseline()
         prompt_ids = labels.astype(np.int32)
         morphology = np.full(n, -1, dtype=np.int16)
+    elif config.centers_from:
+        bank, centers, fitted = _load_fitted(Path(config.centers_from).expanduser())
+        clusters = len(centers)
+        embedder = TransformersEmbedder(config.embedder, device=config.device)
+        if embedder.fingerprint != fitted["embedder_hash"]:
+            raise InvalidArgumentError(
+                f"--embedder {config.embedder!r} is not the model the clusters in {config.centers_from} were fitted "
+                f"with ({fitted.get('embedder', 'unknown')}); pass that model"
+            )
+        embedded = embed_dataset(
+            dataset, embedder, batch_size=config.batch_size, cache_dir=config.cache_dir,
+            use_cache=config.use_cache, data_hash=data_hash, num_workers=config.num_workers,
+            progress=config.progress,
+        )
+        normalize = fitted["normalize"] == "True"
+        assigned = assign_clusters(embedded.embeddings, centers, normalize=normalize)
+        sizes = np.bincount(assigned, minlength=clusters).astype(np.int64)
+        score = silhouette(embedded.embeddings, assigned, normalize=normalize, seed=config.seed)
+        morphology = assigned.astype(np.int16)
+        prompt_ids = (labels.astype(np.int32) * clusters + assigned).astype(np.int32)
+        attrs.update(embedder=config.embedder, embedder_hash=embedded.model_hash, clusters=clusters,
+                     silhouette=score, normalize=normalize, centers_from=str(config.centers_from))
+        report.update(
+            embedder=config.embedder, embedder_hash=embedded.model_hash, embeddings_from_cache=embedded.from_cache,
+            embedding_dim=int(embedded.embeddings.shape[1]), clusters=clusters, algorithm="nearest centre",
+            centers_from=str(config.centers_from), silhouette=score, cluster_sizes=sizes.tolist(),
+        )
     else:
         if config.clusters > n:  # fail before loading and running the embedder
             raise InvalidArgumentError(
@@ -172,6 +206,23 @@ def build_prompts(config: PromptBuildConfig) -> PromptBuildResult:
     return PromptBuildResult(out, bank, assignment, report)
 
 
+def _load_fitted(directory: Path) -> tuple[PromptBank, np.ndarray, dict[str, str]]:
+    """Bank, K-means centres and their metadata from a morphology prompts dir."""
+    path = directory / CLUSTERS_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: --centers-from needs a morphology prompts dir")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            centers = handle.get_tensor("centers").numpy()
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{path}: cannot read the cluster centres ({exc})") from exc
+    bank = PromptBank.load(directory / PROMPTS_FILE)
+    if bank.kind != "morphology" or len(bank) != 2 * len(centers) or "embedder_hash" not in metadata:
+        raise ArtifactError(f"{directory} is not a consistent morphology prompts dir")
+    return bank, centers, metadata
+
+
 def _write_dir(out: Path, bank: PromptBank, assignment: PromptAssignment, centers, sizes, report: dict,
                config: PromptBuildConfig) -> None:
     partial = out.with_name(out.name + ".partial")
@@ -191,7 +242,8 @@ def _write_dir(out: Path, bank: PromptBank, assignment: PromptAssignment, center
                 {"centers": torch.from_numpy(np.ascontiguousarray(centers)), "sizes": torch.from_numpy(sizes)},
                 partial / CLUSTERS_FILE,
                 metadata={"embedder_hash": str(assignment.attrs.get("embedder_hash")),
-                          "normalize": str(config.normalize)},
+                          "embedder": str(assignment.attrs.get("embedder")),
+                          "normalize": str(assignment.attrs.get("normalize"))},
             )
         report = {**report, "config": asdict(config)}
         (partial / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
