@@ -98,3 +98,55 @@ def test_synthetic_swap_with_a_model(model):
     assert first.shape == (96, 96, 3) and first.dtype == np.uint8 and first.std() > 0
     again = A.Compose([SyntheticSwap(model, p=1.0, backend="torch", generate_options=OPTIONS)], seed=0)
     np.testing.assert_array_equal(again(image=image, label=1)["image"], first)
+
+
+INTERRUPTED_SCRIPT = """
+import sys, os
+from torch.utils.data import DataLoader
+from histoaug import SyntheticPCam
+from histoaug.mixing.pool import PoolConfig
+
+if __name__ == "__main__":
+    dataset = SyntheticPCam(sys.argv[1], ratio=1.0, synthesizer=sys.argv[2], backend="torch",
+                            generate_options={"steps": 2}, pool=PoolConfig(batch_size=2, policy="wait"))
+    print("producer", dataset._pool._process.pid, flush=True)
+    for images, labels in DataLoader(dataset, batch_size=2, num_workers=2, sampler=dataset.sampler()):
+        print("batch", flush=True)
+"""
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return "State:\\tZ" in handle.read()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+def test_keyboard_interrupt_leaves_no_process_behind(model, real_root, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    pools_before = set(Path(tempfile.gettempdir()).glob("histoaug-pool-*"))
+    script = tmp_path / "train.py"
+    script.write_text(INTERRUPTED_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), str(real_root), model], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+    producer = int(process.stdout.readline().split()[1])
+    assert process.stdout.readline().strip() == "batch"
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode != 0  # interrupted, not finished
+    deadline = time.time() + 15
+    while time.time() < deadline and not process_gone(producer):
+        time.sleep(0.2)
+    assert process_gone(producer), "the producer process outlived the interrupted script"
+    assert set(Path(tempfile.gettempdir()).glob("histoaug-pool-*")) <= pools_before, "temporary store left behind"
