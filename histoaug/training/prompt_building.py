@@ -122,6 +122,8 @@ def build_prompts(config: PromptBuildConfig) -> PromptBuildResult:
     """Embed, cluster and write a prompts dir (see the module docstring for its files)."""
     if config.kind not in KINDS:
         raise InvalidArgumentError(f"prompt kind must be one of {', '.join(KINDS)}, got {config.kind!r}")
+    if config.centers_from and config.kind != "morphology":
+        raise InvalidArgumentError("--centers-from applies to --kind morphology")
     if config.num_workers < 0:
         raise InvalidArgumentError(f"num-workers must be >= 0, got {config.num_workers}")
     out = Path(config.out).expanduser()
