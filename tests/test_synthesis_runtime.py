@@ -159,3 +159,13 @@ def test_auto_on_a_pipeline_dir_picks_torch(model_dir, caplog) -> None:
         synth = histoaug.load_synthesizer(model_dir, backend="auto", device="cpu")
     assert synth.backend == "torch"
     assert "backend auto -> torch" in caplog.text
+
+
+def test_nan_output_is_a_typed_error(synth, monkeypatch) -> None:
+    import torch
+
+    original = synth._backend.predict_noise
+    monkeypatch.setattr(synth._backend, "predict_noise",
+                        lambda *args: torch.full_like(original(*args), float("nan")))
+    with pytest.raises(ArtifactError, match="NaN"):
+        synth.generate([0], [1], steps=2)

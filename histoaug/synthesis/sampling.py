@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from histoaug.errors import InvalidArgumentError
+from histoaug.errors import ArtifactError, InvalidArgumentError
 from histoaug.synthesis.postprocess import PATCH_SIZE, to_uint8_patches
 from histoaug.synthesis.schedulers import SCHEDULER_NAMES, make_scheduler
 
@@ -88,5 +88,6 @@ def sample_patches(backend: Backend, scheduler_config: dict[str, Any], noise: to
     latents = denoise(backend, scheduler_config, noise, cond, uncond, settings)
     images = backend.decode(latents / scaling_factor)
     if not torch.isfinite(images).all():
-        raise FloatingPointError(f"{backend.name} backend produced NaN/Inf images")
+        raise ArtifactError(f"the model produced NaN/Inf images on the {backend.name} backend ({backend.dtype}); "
+                            "its weights may be corrupt or the dtype too narrow")
     return to_uint8_patches(images, size)
