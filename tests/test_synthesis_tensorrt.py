@@ -15,6 +15,7 @@ from tests.synthesis_models import psnr, tiny_artifact_dir
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
 
 
+@pytest.mark.slow  # builds (or reuses) the session's tiny ONNX artifact
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here; the unavailable path cannot be checked")
 def test_unavailable_tensorrt_is_an_error_with_reason(tmp_path_factory) -> None:
     reason = unavailable_reason(torch.device("cpu"))
