@@ -31,8 +31,8 @@ import torch
 
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError, OutputWriteError
 from histoaug.prompts import PROMPTS_FILE
-from histoaug.synthesis.manifest import directory_digest, write_manifest
-from histoaug.synthesis.model_source import SCHEDULER_CONFIG, open_model
+from histoaug.synthesis.manifest import write_manifest
+from histoaug.synthesis.model_source import SCHEDULER_CONFIG, model_digest, open_model
 from histoaug.synthesis.prompt_embeddings import EMBEDDINGS_FILE
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _write_artifact(src: Path, work: Path, model, settings: ExportSettings) -> N
                                    latent_shape=latent_shape, text_shape=text_shape):
             checks[check.graph] = {"max_abs_error": check.max_abs_error, "relative_error": check.relative_error,
                                    "tolerance": check.tolerance}
-    source_digest = directory_digest(src)
+    source_digest = model_digest(src)
     write_manifest(work, {
         "model_id": source_digest[:16],
         "source_model_sha256": source_digest,

@@ -169,3 +169,19 @@ def test_nan_output_is_a_typed_error(synth, monkeypatch) -> None:
                         lambda *args: torch.full_like(original(*args), float("nan")))
     with pytest.raises(ArtifactError, match="NaN"):
         synth.generate([0], [1], steps=2)
+
+
+def test_model_id_ignores_training_logs_and_checkpoints(model_dir, tmp_path) -> None:
+    import shutil
+
+    from histoaug.synthesis.model_source import model_id_of
+
+    copy = tmp_path / "run"
+    shutil.copytree(model_dir, copy)
+    before = model_id_of(copy)
+    (copy / "train_log.jsonl").write_text('{"step": 1}\n')
+    (copy / "checkpoints").mkdir()
+    (copy / "checkpoints" / "optimizer.safetensors").write_bytes(b"x" * 100)
+    assert model_id_of(copy) == before
+    (copy / "prompts.json").write_text((copy / "prompts.json").read_text().replace("type 0", "type 9"))
+    assert model_id_of(copy) != before

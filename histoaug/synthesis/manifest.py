@@ -32,10 +32,13 @@ def list_files(root: Path) -> list[str]:
                   if p.is_file() and p.name != MANIFEST_FILE)
 
 
-def directory_digest(root: Path) -> str:
-    """One sha256 over (path, file sha256) of every file: the identity of a model directory."""
+def directory_digest(root: Path, parts: tuple[str, ...] | None = None) -> str:
+    """One sha256 over (path, file sha256) of the files under ``root`` (only those whose first
+    path component is in ``parts``, when given): the identity of a model directory."""
     digest = hashlib.sha256()
     for rel in list_files(root):
+        if parts is not None and rel.split("/", 1)[0] not in parts:
+            continue
         digest.update(f"{rel}\0{sha256_file(root / rel)}\n".encode())
     return digest.hexdigest()
 

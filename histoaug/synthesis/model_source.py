@@ -129,6 +129,15 @@ def _open_diffusers(root: Path) -> ModelFiles:
     )
 
 
+# What decides generated patches; training logs, checkpoints and previews in the same dir do not.
+MODEL_PARTS = ("model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler", PROMPTS_FILE)
+
+
+def model_digest(root: Path) -> str:
+    """sha256 over the pipeline's weights, configs, tokenizer and prompts."""
+    return directory_digest(root, MODEL_PARTS)
+
+
 def model_id_of(root: Path) -> str:
-    """Short identity of a diffusers model dir: its content digest (weights, configs, prompts)."""
-    return directory_digest(root)[:16]
+    """Short identity of a diffusers model dir (see :func:`model_digest`)."""
+    return model_digest(root)[:16]
