@@ -150,3 +150,14 @@ def test_keyboard_interrupt_leaves_no_process_behind(model, real_root, tmp_path)
         time.sleep(0.2)
     assert process_gone(producer), "the producer process outlived the interrupted script"
     assert set(Path(tempfile.gettempdir()).glob("histoaug-pool-*")) <= pools_before, "temporary store left behind"
+
+
+@pytest.mark.slow
+def test_pool_accepts_a_synthesizer_object(model, real_root):
+    synthesizer = load_synthesizer(model, backend="torch")
+    with SyntheticPCam(real_root, ratio=0.25, synthesizer=synthesizer, generate_options=OPTIONS,
+                       pool=PoolConfig(batch_size=8)) as pooled:
+        images, _ = loader_items(pooled, sampler=pooled.sampler())
+    direct = SyntheticPCam(real_root, ratio=0.25, synthesizer=synthesizer, generate_options=OPTIONS, pool=False)
+    expected, _ = loader_items(direct, sampler=direct.sampler())
+    assert np.abs(images.astype(int) - expected.astype(int)).max() <= 2  # other batch layout: stated tolerance

@@ -63,10 +63,11 @@ class ModelSource:
     """
 
     def __init__(self, spec: Any, *, backend: str = "auto", device: str | None = None,
-                 generate_options: dict[str, Any] | None = None) -> None:
+                 generate_options: dict[str, Any] | None = None, dtype: str | None = None) -> None:
         self.spec = spec
         self.backend = backend
         self.device = device
+        self.dtype = dtype
         self.generate_options = dict(generate_options or {})
         self._synthesizer = None if isinstance(spec, str | Path) else spec
 
@@ -75,7 +76,8 @@ class ModelSource:
         if self._synthesizer is None:
             from histoaug import load_synthesizer
 
-            self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device)
+            self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device,
+                                                 dtype=self.dtype)
         return self._synthesizer
 
     def __getstate__(self) -> dict[str, Any]:
@@ -83,6 +85,16 @@ class ModelSource:
         if isinstance(self.spec, str | Path):
             state["_synthesizer"] = None  # each worker loads its own copy
         return state
+
+    def reloadable(self) -> ModelSource:
+        """A source another process can load by itself: a given ``Synthesizer`` object (whose
+        runtime may hold unpicklable sessions) is replaced by its model dir, backend and device."""
+        if isinstance(self.spec, str | Path):
+            return self
+        synthesizer = self.spec
+        return ModelSource(str(synthesizer.model.root), backend=synthesizer.backend,
+                           device=str(synthesizer.device), generate_options=self.generate_options,
+                           dtype=synthesizer.dtype if synthesizer.backend == "torch" else None)
 
     def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
         synthesizer = self.synthesizer

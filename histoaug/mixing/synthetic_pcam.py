@@ -88,7 +88,7 @@ class SyntheticPCam(Dataset):
         if isinstance(self.source, ModelSource) and pool is not False:
             config = pool if isinstance(pool, PoolConfig) else PoolConfig()
             recipe = PlanRecipe(self.real.labels, self.ratio, self.seed, self.synthetic_labels)
-            self._pool = SynthesisPool(self.source, recipe, self._epoch, config,
+            self._pool = SynthesisPool(self.source.reloadable(), recipe, self._epoch, config,
                                        model_key=self._pool_key(backend, generate_options, config))
             self._pool_client = self._pool.client()
 
