@@ -139,22 +139,35 @@ def _fill_epochs(
     source: Any, recipe: PlanRecipe, config: PoolConfig, directory: Path,
     epoch_value: Any, stop: Any, stats: Any,
 ) -> None:
-    plans: dict[int, EpochPlan] = {}
+    """Generate the next missing block of the current or a look-ahead epoch, until stopped.
+
+    Plans and store maps are built once per epoch and finished epochs are remembered, so an
+    idle producer costs next to nothing while the loader runs on the same cores.
+    """
+    open_epochs: dict[int, tuple[EpochPlan, EpochStore | None]] = {}
+    finished: set[int] = set()
+    seen = None
     while not stop.is_set():
         current = int(epoch_value.value)
-        remove_epochs_before(directory, current)
-        plans = {e: p for e, p in plans.items() if e >= current}
+        if current != seen:
+            remove_epochs_before(directory, current)
+            open_epochs = {e: entry for e, entry in open_epochs.items() if e >= current}
+            seen = current
         block = None
         for epoch in range(current, current + 1 + config.lookahead_epochs):
-            plan = plans.setdefault(epoch, recipe.build(epoch))
-            if plan.synthetic_count == 0:
+            if epoch in finished:
                 continue
-            store = open_epoch(directory, epoch, plan.synthetic_count)
-            block = _next_block(store, plan.synthetic_count, config.batch_size)
+            if epoch not in open_epochs:
+                plan = recipe.build(epoch)
+                store = open_epoch(directory, epoch, plan.synthetic_count) if plan.synthetic_count else None
+                open_epochs[epoch] = (plan, store)
+            plan, store = open_epochs[epoch]
+            block = None if store is None else _next_block(store, plan.synthetic_count, config.batch_size)
             if block is not None:
                 break
+            finished.add(epoch)
         if block is None:
-            stop.wait(0.02)
+            stop.wait(0.05)
             continue
         started = time.perf_counter()
         images = source.fetch(plan, block)
