@@ -3,11 +3,12 @@
 1. generate: end-to-end ``write_pcam`` (assignments + model + HDF5 writes + progress) against
    the bare ``Synthesizer.generate`` on the same blocks, same settings, same process.
 2. mixing: DataLoader items/s over ``SyntheticPCam`` at ratio 0 (real only) and at ratio 0.5
-   with a warm pool; the cold-start stall (construction to first batch with an empty store);
-   the producer's patches/s.
+   with a warm pool (median of interleaved epochs); the cold-start stall (construction to first
+   batch with an empty store); the producer's patches/s.
 
-The model is the "small" preset (96x96, latent 4x24x24; the CPU-sized stand-in for the embedded
-default model; weights are untrained, which does not change the cost). Run:
+Models: presets of ``histoaug.models`` with untrained weights (which does not change the cost):
+"small" (96x96, latent 4x24x24, 5.9 M UNet parameters) for generate, "tiny" by default for the
+pool so that filling an epoch takes minutes, not hours, on a 2-core CPU. Run:
 
     python benchmarks/generation_and_mixing.py --json benchmarks/results/generation_and_mixing.json
 """
@@ -44,10 +45,11 @@ def morphology_bank(types: int = 33) -> PromptBank:
     return PromptBank(prompts, kind="morphology", template=template)
 
 
-def small_model(folder: Path) -> Path:
-    root = folder / "small"
-    save_pipeline(build_pipeline("small", seed=0), root)
-    morphology_bank().save(root)
+def preset_model(folder: Path, preset: str) -> Path:
+    root = folder / preset
+    if not root.exists():
+        save_pipeline(build_pipeline(preset, seed=0), root)
+        morphology_bank().save(root)
     return root
 
 
@@ -79,12 +81,9 @@ def loader_rate(dataset: SyntheticPCam, workers: int) -> tuple[float, float]:
     return items / (time.perf_counter() - started), first or 0.0
 
 
-def bench_mixing(model: Path, folder: Path, *, items: int, steps: int, workers: int) -> dict:
+def bench_mixing(model: Path, folder: Path, *, items: int, steps: int, workers: int, repeats: int = 5) -> dict:
     real = build_files(folder / "real", items, compressed=False)
     options = {"steps": steps, "guidance": 2.0}
-    baseline = SyntheticPCam(real, ratio=0.0)
-    loader_rate(baseline, workers)  # page cache
-    real_rate, _ = loader_rate(baseline, workers)
     config = PoolConfig(directory=folder / "pool", batch_size=64)
     started = time.perf_counter()
     with SyntheticPCam(real, ratio=0.5, synthesizer=str(model), generate_options=options, backend="torch",
@@ -96,13 +95,20 @@ def bench_mixing(model: Path, folder: Path, *, items: int, steps: int, workers: 
         del loader
         cold.warm_up()
         cold_stats = cold.pool_stats()
-    with SyntheticPCam(real, ratio=0.5, synthesizer=str(model), generate_options=options, backend="torch",
-                       pool=PoolConfig(directory=folder / "pool", batch_size=64, lookahead_epochs=0)) as warm:
-        warm_rate, _ = loader_rate(warm, workers)
+    baseline = SyntheticPCam(real, ratio=0.0)
+    warm = SyntheticPCam(real, ratio=0.5, synthesizer=str(model), generate_options=options, backend="torch",
+                         pool=PoolConfig(directory=folder / "pool", batch_size=64, lookahead_epochs=0))
+    with warm:
+        real_rates, warm_rates = [], []
+        for _ in range(repeats):  # interleaved, so load changes hit both alike
+            real_rates.append(loader_rate(baseline, workers)[0])
+            warm_rates.append(loader_rate(warm, workers)[0])
         warm_stats = warm.pool_stats()
+    real_rate, warm_rate = float(np.median(real_rates)), float(np.median(warm_rates))
     return {
-        "items": items, "workers": workers, "steps": steps,
+        "items": items, "workers": workers, "steps": steps, "repeats": repeats,
         "ratio0_items_per_s": real_rate, "ratio05_warm_items_per_s": warm_rate,
+        "ratio0_all": real_rates, "ratio05_warm_all": warm_rates,
         "warm_over_ratio0": warm_rate / real_rate,
         "pool_start_s": startup, "cold_first_batch_s": cold_first_batch,
         "producer_patches_per_s": cold_stats.producer_patches_per_s,
@@ -118,24 +124,31 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--items", type=int, default=2048, help="real items for the mixing benchmark")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--preset", default="small", help="model preset for the generate benchmark")
+    parser.add_argument("--mixing-preset", default="tiny", help="model preset for the pool benchmark")
+    parser.add_argument("--only", choices=("generate", "mixing"), help="run one of the two benchmarks")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        model = small_model(folder)
-        generate = bench_generate(model, folder, n=args.n, batch=args.batch, steps=args.steps,
-                                  guidance=args.guidance)
-        print(f"generate: bare Synthesizer.generate {generate['bare_patches_per_s']:.1f} patches/s, "
-              f"histoaug generate end to end {generate['generate_patches_per_s']:.1f} patches/s "
-              f"({generate['ratio']:.1%})")
-        mixing = bench_mixing(model, folder, items=args.items, steps=args.steps, workers=args.workers)
-        print(f"mixing: ratio 0 {mixing['ratio0_items_per_s']:.0f} items/s, ratio 0.5 warm pool "
-              f"{mixing['ratio05_warm_items_per_s']:.0f} items/s ({mixing['warm_over_ratio0']:.0%}); "
-              f"producer {mixing['producer_patches_per_s']:.1f} patches/s; cold start: pool ready in "
-              f"{mixing['pool_start_s']:.1f} s, first batch after {mixing['cold_first_batch_s']:.1f} s")
+        generate = mixing = None
+        if args.only != "mixing":
+            generate = bench_generate(preset_model(folder, args.preset), folder, n=args.n, batch=args.batch,
+                                      steps=args.steps, guidance=args.guidance)
+            print(f"generate: bare Synthesizer.generate {generate['bare_patches_per_s']:.1f} patches/s, "
+                  f"histoaug generate end to end {generate['generate_patches_per_s']:.1f} patches/s "
+                  f"({generate['ratio']:.1%})")
+        if args.only != "generate":
+            mixing = bench_mixing(preset_model(folder, args.mixing_preset), folder, items=args.items,
+                                  steps=args.steps, workers=args.workers)
+            print(f"mixing: ratio 0 {mixing['ratio0_items_per_s']:.0f} items/s, ratio 0.5 warm pool "
+                  f"{mixing['ratio05_warm_items_per_s']:.0f} items/s ({mixing['warm_over_ratio0']:.0%}); "
+                  f"producer {mixing['producer_patches_per_s']:.1f} patches/s; cold start: pool ready in "
+                  f"{mixing['pool_start_s']:.1f} s, first batch after {mixing['cold_first_batch_s']:.1f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                         "settings": {k: str(v) for k, v in vars(args).items()},
                                          "generate": generate, "mixing": mixing}, indent=2) + "\n")
 
 
