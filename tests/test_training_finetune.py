@@ -240,3 +240,14 @@ def test_two_processes_match_one_process(prompts_dir, tmp_path):
     np.testing.assert_allclose(losses(tmp_path / "ddp"), losses(tmp_path / "single"), rtol=1e-6)
     a, b = (load_file(tmp_path / n / "unet" / "diffusion_pytorch_model.safetensors") for n in ("ddp", "single"))
     assert all(np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6) for k in a)
+
+
+def test_default_warmup_leaves_room_for_the_cosine_decay():
+    from histoaug.errors import InvalidArgumentError
+    from histoaug.training.finetune import TrainConfig
+
+    assert TrainConfig(data="sample", prompts="p", out="o", steps=120).effective_warmup_steps == 6
+    assert TrainConfig(data="sample", prompts="p", out="o", steps=100_000).effective_warmup_steps == 500
+    assert TrainConfig(data="sample", prompts="p", out="o", steps=120, warmup_steps=0).effective_warmup_steps == 0
+    with pytest.raises(InvalidArgumentError, match="below --steps"):
+        TrainConfig(data="sample", prompts="p", out="o", steps=120, warmup_steps=120).validate()

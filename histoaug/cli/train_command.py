@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
     parser.add_argument("--lr-schedule", default="cosine", help="diffusers schedule name (default: %(default)s)")
-    parser.add_argument("--warmup-steps", type=int, default=500, help="linear warm-up steps (default: %(default)s)")
+    parser.add_argument("--warmup-steps", type=int, default=None,
+                        help="linear warm-up steps (default: 5%% of --steps, at most 500)")
     parser.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default: %(default)s)")
     parser.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping, 0 = off "
                         "(default: %(default)s)")

@@ -105,7 +105,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     lr_schedule: str = "cosine"
-    warmup_steps: int = 500
+    warmup_steps: int | None = None  # None: 5% of the steps, at most 500
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     weight_decay: float = 1e-2
@@ -131,6 +131,12 @@ class TrainConfig:
     overwrite: bool = False
     progress: bool = True
 
+    @property
+    def effective_warmup_steps(self) -> int:
+        """Warm-up length: as given, else 5% of the run capped at 500, so a short run still
+        reaches the cosine decay instead of warming up until its last step."""
+        return self.warmup_steps if self.warmup_steps is not None else min(500, self.steps // 20)
+
     def validate(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
                     "checkpoint_every": self.checkpoint_every, "preview_steps": self.preview_steps}
@@ -139,8 +145,10 @@ class TrainConfig:
                 raise InvalidArgumentError(f"{name.replace('_', '-')} must be >= 1, got {value}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidArgumentError(f"lr must be a positive number, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise InvalidArgumentError(f"warmup-steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
+            raise InvalidArgumentError(
+                f"warmup-steps must be >= 0 and below --steps ({self.steps}), got {self.warmup_steps}"
+            )
         if not 0.0 <= self.cond_dropout < 1.0:
             raise InvalidArgumentError(f"cond-dropout must be in [0, 1), got {self.cond_dropout}")
         if not 0.0 < self.ema_decay < 1.0:
@@ -330,7 +338,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
         weight_decay=config.weight_decay, eps=config.adam_eps,
     )
     lr_scheduler = get_scheduler(
-        config.lr_schedule, optimizer, num_warmup_steps=min(config.warmup_steps, config.steps),
+        config.lr_schedule, optimizer, num_warmup_steps=config.effective_warmup_steps,
         num_training_steps=config.steps,
     )
     ema = None
