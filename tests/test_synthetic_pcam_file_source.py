@@ -118,3 +118,24 @@ def test_bad_arguments(data, tmp_path):
         writer.write(0, x=images, y=np.zeros(4, np.uint8))
     with pytest.raises(InvalidArgumentError, match="no synthetic patch of label 1"):
         SyntheticPCam(real_root, ratio=0.5, synthesizer=only_healthy)
+
+
+def test_distributed_sampler_ranks_cover_the_epoch(data):
+    from torch.utils.data.distributed import DistributedSampler
+
+    real_root, synthetic_file, _, _ = data
+    dataset = SyntheticPCam(real_root, ratio=0.5, synthesizer=synthetic_file, seed=4)
+    dataset.set_epoch(2)
+    expected_images, _ = all_items(dataset)
+    seen = {}
+    for rank in (0, 1):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=4)
+        sampler.set_epoch(2)
+        indices = list(sampler)
+        batches = DataLoader(dataset, batch_size=8, sampler=sampler, num_workers=1)
+        images = torch.cat([b[0] for b in batches]).numpy()
+        for index, image in zip(indices, images, strict=True):
+            seen[index] = image
+    assert sorted(seen) == list(range(REAL_ITEMS))
+    for index, image in seen.items():
+        np.testing.assert_array_equal(image, expected_images[index])
