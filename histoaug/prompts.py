@@ -10,7 +10,11 @@ File format (``prompts.json``)::
     {"format": "histoaug.prompts/1",
      "kind": "morphology" | "baseline" | "custom",
      "template": "...",                # how texts were made (informational)
-     "prompts": [{"id": 0, "label": 0, "morphology": 3, "text": "..."}, ...]}
+     "prompts": [{"id": 0, "label": 0, "morphology": 3, "text": "...", "patches": 12}, ...]}
+
+``patches`` (optional) is how many training patches had the prompt. A prompt with 0 patches
+was never trained (a label x morphology pair that does not occur), so it is never chosen when
+a sample's prompt is picked for its label; it can still be asked for by id.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Prompt:
     label: int
     morphology: int | None
     text: str
+    patches: int | None = None  # training patches with this prompt; None = unknown
 
 
 class PromptBank:
@@ -63,6 +68,11 @@ class PromptBank:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def __repr__(self) -> str:
+        per_label = [sum(p.label == label for p in self.prompts) for label in (0, 1)]
+        return (f"PromptBank(kind={self.kind!r}, prompts={len(self.prompts)}, label 0: {per_label[0]}, "
+                f"label 1: {per_label[1]})")
+
     def __iter__(self) -> Iterator[Prompt]:
         return iter(self.prompts)
 
@@ -78,11 +88,20 @@ class PromptBank:
         return [p.text for p in self.prompts]
 
     def ids_for_label(self, label: int) -> list[int]:
-        """Prompt ids whose label is ``label`` (in id order)."""
-        ids = [p.id for p in self.prompts if p.label == label]
+        """Ids of the prompts of ``label`` that were trained (in id order): the ones a sample of
+        that label may use when no prompt is given. Prompts with 0 training patches are left out."""
+        ids = [p.id for p in self.prompts if p.label == label and p.patches != 0]
         if not ids:
-            raise InvalidArgumentError(f"this model has no prompt for label {label}")
+            raise InvalidArgumentError(f"this model has no trained prompt for label {label}")
         return ids
+
+    def with_patch_counts(self, counts: Iterable[int]) -> PromptBank:
+        """The same bank with ``patches`` set from ``counts[id]``."""
+        counts = [int(c) for c in counts]
+        if len(counts) != len(self.prompts):
+            raise InvalidArgumentError(f"{len(counts)} patch counts for {len(self.prompts)} prompts")
+        prompts = [Prompt(p.id, p.label, p.morphology, p.text, c) for p, c in zip(self.prompts, counts, strict=True)]
+        return PromptBank(prompts, kind=self.kind, template=self.template)
 
     # --- files -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +135,7 @@ class PromptBank:
                     label=int(item["label"]),
                     morphology=None if item.get("morphology") is None else int(item["morphology"]),
                     text=str(item["text"]),
+                    patches=None if item.get("patches") is None else int(item["patches"]),
                 )
                 for item in data["prompts"]
             ]

@@ -69,7 +69,7 @@ def test_output_is_a_diffusers_pipeline_with_prompts(straight, prompts_dir):
     (_, last), = [c for c in list_checkpoints(straight) if c[0] == STEPS]
     ema = load_file(last / "ema.safetensors")
     assert set(ema) <= set(final) and all((final[k] == ema[k]).all() for k in ema)
-    raw = load_file(last / "unet.safetensors")
+    raw = load_file(last / "model.safetensors")
     assert any(not (raw[k] == ema[k]).all() for k in ema)
     record = json.loads((straight / "training_config.json").read_text())
     assert record["argv"] and record["config"]["steps"] == STEPS and record["config"]["base"] == "tiny"
@@ -90,7 +90,7 @@ def test_resume_reproduces_the_uninterrupted_run(straight, prompts_dir, tmp_path
     assert main(train_args(prompts_dir, out, "--resume", "--num-workers", "2")) == 0
     assert losses(out) == losses(straight)
     for part in ("unet/diffusion_pytorch_model.safetensors",
-                 f"checkpoints/step-{STEPS:07d}/unet.safetensors",
+                 f"checkpoints/step-{STEPS:07d}/model.safetensors",
                  f"checkpoints/step-{STEPS:07d}/optimizer.safetensors"):
         a, b = load_file(out / part), load_file(straight / part)
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), part

@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--kind", choices=("morphology", "baseline"), default="morphology",
                        help="morphology: label x K-means type (paper); baseline: label only (default: %(default)s)")
     build.add_argument("--embedder", default="facebook/dino-vits16",
-                       help="transformers vision model: hub id or local dir (default: %(default)s; "
-                       "offline, pass a local dir)")
+                       help="transformers vision model (hub id or local dir), or 'stain-texture' for handcrafted "
+                       "stain/texture features that need no pretrained model (default: %(default)s; offline, "
+                       "pass a local dir or stain-texture)")
     build.add_argument("--clusters", type=int, default=33, help="number of morphology types K (default: %(default)s)")
     build.add_argument("--split", default="train", help="split to fit on (default: %(default)s)")
     build.add_argument("--batch-size", type=int, default=256, help="embedding batch size (default: %(default)s)")

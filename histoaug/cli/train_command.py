@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompts", required=True, help="prompts dir from `histoaug prompts build`")
     parser.add_argument("--base", default="small",
                         help="diffusers SD pipeline dir or hub id to fine-tune, or a preset to train from scratch "
-                        "(tiny, small) (default: %(default)s)")
+                        "(tiny, small, histo96) (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output dir (pipeline, prompts.json, log, checkpoints)")
     parser.add_argument("--split", default="train", help="split to train on (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=10_000, help="optimizer steps (default: %(default)s)")

@@ -80,7 +80,9 @@ class SampleAssigner:
     ) -> None:
         self.run_seed = int(run_seed)
         self.fraction_tumour = float(fraction_tumour)
-        allowed = list(range(len(prompts))) if prompt_ids is None else [int(p) for p in prompt_ids]
+        # default: every trained prompt (see PromptBank.ids_for_label); explicit ids are used as given
+        allowed = ([p.id for p in prompts if p.patches != 0] if prompt_ids is None
+                   else [int(p) for p in prompt_ids])
         for prompt_id in allowed:
             prompts[prompt_id]  # raises InvalidArgumentError naming the unknown id
         self._by_label = {

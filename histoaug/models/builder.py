@@ -45,7 +45,7 @@ def build_vae(preset: PipelinePreset) -> AutoencoderKL:
         block_out_channels=preset.vae_channels,
         layers_per_block=preset.vae_layers_per_block,
         latent_channels=preset.latent_channels,
-        norm_num_groups=preset.norm_num_groups,
+        norm_num_groups=preset.vae_norm_groups or preset.norm_num_groups,
         sample_size=preset.image_size,
     )
 

@@ -31,6 +31,7 @@ class PipelinePreset:
     text_intermediate_size: int
     max_text_length: int = 77
     latent_channels: int = 4
+    vae_norm_groups: int | None = None  # default: norm_num_groups
 
     @property
     def vae_scale_factor(self) -> int:
@@ -79,7 +80,31 @@ SMALL = PipelinePreset(
     text_intermediate_size=256,
 )
 
-PRESETS: dict[str, PipelinePreset] = {p.name: p for p in (TINY, SMALL)}
+# The embedded default model's architecture (see histoaug/default_model/MODEL_CARD.md for the
+# measured cost/quality comparison that chose it): VAE downsampling 8x to a 4x12x12 latent with a
+# thin full-resolution decoder; a two-level UNet (32, 64 channels) with cross-attention at 6x6 and
+# in the mid block only -- self-attention over the 144 tokens at 12x12 cost 60% of the UNet's CPU
+# time. ~1.2 M UNet and ~1 M VAE parameters.
+HISTO96 = PipelinePreset(
+    name="histo96",
+    image_size=96,
+    vae_channels=(16, 32, 64, 64),
+    vae_layers_per_block=1,
+    vae_norm_groups=8,
+    latent_channels=4,
+    unet_channels=(32, 64),
+    unet_down_blocks=("DownBlock2D", "CrossAttnDownBlock2D"),
+    unet_up_blocks=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet_layers_per_block=1,
+    unet_attention_heads=2,
+    norm_num_groups=16,
+    text_hidden_size=64,
+    text_layers=2,
+    text_heads=2,
+    text_intermediate_size=128,
+)
+
+PRESETS: dict[str, PipelinePreset] = {p.name: p for p in (TINY, SMALL, HISTO96)}
 
 
 def get_preset(name: str) -> PipelinePreset:

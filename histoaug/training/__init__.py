@@ -12,7 +12,7 @@ Stages, one module each:
   :mod:`~histoaug.training.checkpoints`.
 
 This package is a sibling of the runtime: nothing else in histoaug imports it. It needs the
-``training`` extra (scikit-learn, accelerate): ``pip install 'histoaug[training]'``.
+``training`` extra (scikit-learn): ``pip install 'histoaug[training]'``.
 """
 
 from __future__ import annotations

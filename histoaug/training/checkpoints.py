@@ -2,7 +2,7 @@
 
 A checkpoint is a directory ``checkpoints/step-NNNNNNN/``:
 
-``unet.safetensors``       the trained UNet's weights
+``model.safetensors``      the trained model's weights (the UNet, or the VAE for the autoencoder stage)
 ``ema.safetensors``        EMA shadow weights (when EMA is on), keyed by parameter name
 ``optimizer.safetensors``  optimizer state tensors, keyed ``state/<param index>/<name>``
 ``rng.safetensors``        torch CPU (and CUDA) RNG states
@@ -67,7 +67,7 @@ class TrainingState:
     """Everything that changes during training and is needed to continue it."""
 
     step: int
-    unet: torch.nn.Module
+    model: torch.nn.Module  # the module being trained (UNet or VAE)
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
     ema: Any | None = None  # diffusers.training_utils.EMAModel
@@ -83,9 +83,9 @@ def save_checkpoint(out: Path, state: TrainingState, *, keep: int | None = None)
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
 
-    save_file(_clone(state.unet.state_dict()), partial / "unet.safetensors")
+    save_file(_clone(state.model.state_dict()), partial / "model.safetensors")
 
-    names = [name for name, _ in state.unet.named_parameters()]
+    names = [name for name, _ in state.model.named_parameters()]
     meta: dict[str, Any] = {"step": state.step, "format": "histoaug.checkpoint/1"}
     if state.ema is not None:
         ema_state = state.ema.state_dict()
@@ -129,15 +129,15 @@ def load_checkpoint(path: Path, state: TrainingState) -> int:
     path = Path(path)
     try:
         meta = json.loads((path / "state.json").read_text())
-        unet_weights = load_file(path / "unet.safetensors")
+        weights = load_file(path / "model.safetensors")
         opt_tensors = load_file(path / "optimizer.safetensors")
         rng = load_file(path / "rng.safetensors")
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"checkpoint {path} is incomplete or corrupt ({exc})") from exc
-    model_device = next(state.unet.parameters()).device
-    missing, unexpected = state.unet.load_state_dict(unet_weights, strict=False)
+    model_device = next(state.model.parameters()).device
+    missing, unexpected = state.model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise ArtifactError(f"checkpoint {path} does not fit this UNet (missing {len(missing)}, "
+        raise ArtifactError(f"checkpoint {path} does not fit this model (missing {len(missing)}, "
                             f"unexpected {len(unexpected)} tensors)")
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in opt_tensors.items():
@@ -151,7 +151,7 @@ def load_checkpoint(path: Path, state: TrainingState) -> int:
         if "ema" not in meta:
             raise ArtifactError(f"checkpoint {path} has no EMA weights but EMA is on")
         shadow = load_file(path / "ema.safetensors")
-        names = [name for name, _ in state.unet.named_parameters()]
+        names = [name for name, _ in state.model.named_parameters()]
         state.ema.load_state_dict({**meta["ema"], "shadow_params": [shadow[n] for n in names]})
         state.ema.to(model_device)
     if state.scaler is not None and "scaler" in meta:

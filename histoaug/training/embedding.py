@@ -7,6 +7,10 @@ dir), with the preprocessing that model ships (its ``AutoImageProcessor``; other
 model's CLS token (ViT-style models: ``last_hidden_state[:, 0]``) or its pooled output
 (convolutional models).
 
+``stain-texture`` selects the handcrafted stain/texture features of
+:mod:`histoaug.training.stain_embedding` instead, for machines where no pretrained model can be
+loaded (it is only used when named).
+
 Embeddings are cached as safetensors under ``cache_dir`` keyed by the SHA-256 of the data and
 of the model (weights + preprocessing), so a second ``histoaug prompts build`` with another K
 reuses them, and a changed model or data set never reads a stale cache.
@@ -137,7 +141,7 @@ class TransformersEmbedder:
             raise EmbedderLoadError(
                 f"cannot load embedder {self.source!r} ({str(exc).splitlines()[0]}); without network access "
                 "pass a local transformers vision model dir with --embedder DIR (e.g. a saved copy of "
-                f"{DEFAULT_EMBEDDER})"
+                f"{DEFAULT_EMBEDDER}), or --embedder stain-texture for handcrafted features"
             ) from exc
         from transformers.utils import logging as hf_logging
 
@@ -273,3 +277,12 @@ def embed_dataset(
         os.replace(partial, cache_path)
         logger.info("cached embeddings in %s", cache_path)
     return EmbeddingResult(embeddings, data_hash, model_hash, cache_path, False)
+
+
+def load_embedder(source: str = DEFAULT_EMBEDDER, *, device: str | torch.device = "cpu") -> ImageEmbedder:
+    """``stain-texture`` (the handcrafted embedder, no network needed) or a transformers vision model."""
+    from histoaug.training.stain_embedding import STAIN_TEXTURE, StainTextureEmbedder
+
+    if source == STAIN_TEXTURE and not Path(source).exists():
+        return StainTextureEmbedder()
+    return TransformersEmbedder(source, device=device)

@@ -52,11 +52,8 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,22 +62,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError, OutputWriteError
+from histoaug.errors import ArtifactError, InvalidArgumentError, OutputWriteError
 from histoaug.prompts import PROMPTS_FILE, PromptBank
 from histoaug.training.base_model import load_base_pipeline
 from histoaug.training.batches import BatchPlan, StepBatches, sample_generator, sample_noise
-from histoaug.training.checkpoints import TrainingState, list_checkpoints, load_checkpoint, save_checkpoint
+from histoaug.training.checkpoints import TrainingState, load_checkpoint, save_checkpoint
 from histoaug.training.data_source import open_split
 from histoaug.training.prompt_building import load_prompts_dir
 from histoaug.training.requirements import require
+from histoaug.training.run_dir import LOG_FILE, prepare_out, save_pipeline_into, write_run_record
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "training_config.json"
-LOG_FILE = "train_log.jsonl"
 PREVIEW_FILE = "preview.png"
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 PREVIEW_STREAM = 4
@@ -195,43 +191,6 @@ def training_inputs(bank: PromptBank, assignment) -> dict[str, str]:
     }
 
 
-def _prepare_out(config: TrainConfig, is_main: bool, inputs: dict[str, str]) -> Path | None:
-    """Check/clear the output dir; returns the checkpoint to resume from, if any."""
-    out = Path(config.out).expanduser()
-    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
-    if not occupied:
-        return None
-    if config.overwrite:
-        if is_main:
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        return None
-    if not config.resume:
-        raise OutputExistsError(f"{out} exists; pass --resume to continue its training or --overwrite to replace it")
-    saved = out / CONFIG_FILE
-    if not saved.is_file():
-        raise ArtifactError(f"{out} is not a histoaug training dir ({CONFIG_FILE} missing); cannot --resume")
-    record = json.loads(saved.read_text())
-    previous = record["config"]
-    differing = sorted(k for k, v in config.defining().items() if _normalise(previous.get(k)) != _normalise(v))
-    if differing:
-        changes = ", ".join(f"{k}: {previous.get(k)!r} -> {getattr(config, k)!r}" for k in differing)
-        raise InvalidArgumentError(f"--resume with settings that differ from the run in {out} ({changes})")
-    changed = sorted(k for k, v in inputs.items() if record.get("inputs", {}).get(k) != v)
-    if changed:
-        raise InvalidArgumentError(
-            f"--resume with other data or prompts than the run in {out} ({', '.join(changed)} differ)"
-        )
-    checkpoints = list_checkpoints(out)
-    if not checkpoints:
-        logger.warning("%s has no checkpoint yet; starting from step 0", out)
-        return None
-    return checkpoints[-1][1]
-
-
-def _normalise(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
 def _mixed_precision(config: TrainConfig, on_gpu: bool) -> str:
     if config.mixed_precision != "auto":
         if config.mixed_precision == "fp16" and not on_gpu:
@@ -301,7 +260,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     _check_alignment(dataset, assignment, config.prompts)
     pipe = load_base_pipeline(config.base, seed=config.seed)
     inputs = training_inputs(bank, assignment)
-    resume_from = _prepare_out(config, is_main, inputs)
+    resume_from = prepare_out(config, is_main, inputs)
     accelerator.wait_for_everyone()
 
     unet, vae = pipe.unet, pipe.vae
@@ -348,7 +307,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
         ema.to(device)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     raw_unet = accelerator.unwrap_model(unet)
-    state = TrainingState(step=0, unet=raw_unet, optimizer=optimizer.optimizer, lr_scheduler=lr_scheduler,
+    state = TrainingState(step=0, model=raw_unet, optimizer=optimizer.optimizer, lr_scheduler=lr_scheduler,
                           ema=ema, scaler=accelerator.scaler)
     start_step = 0
     if resume_from is not None:
@@ -476,41 +435,12 @@ def _micro_step(batch: dict[str, torch.Tensor], *, unet, vae, noise_scheduler, p
 
 def _write_run_files(out: Path, config: TrainConfig, bank: PromptBank, command: list[str] | None,
                      start_step: int, inputs: dict[str, str]) -> None:
-    """training_config.json, prompts.json, and the log truncated to the resume point."""
+    """The run record and log (see :func:`write_run_record`) plus prompts.json."""
+    write_run_record(out, config, command, start_step, inputs)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        import accelerate
-        import diffusers
-        import transformers
-
-        record = {
-            "argv": command if command is not None else sys.argv,
-            "config": asdict(config),
-            "inputs": inputs,
-            "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
-                         "transformers": transformers.__version__, "accelerate": accelerate.__version__},
-        }
-        if start_step == 0 or not (out / CONFIG_FILE).exists():
-            _atomic_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
-        else:  # keep the original record; note the resume
-            previous = json.loads((out / CONFIG_FILE).read_text())
-            previous.setdefault("resumes", []).append({"step": start_step, "argv": record["argv"]})
-            _atomic_text(out / CONFIG_FILE, json.dumps(previous, indent=2, default=str) + "\n")
         bank.save(out / PROMPTS_FILE, overwrite=True)
-        log_path = out / LOG_FILE
-        kept = []
-        if log_path.exists():
-            kept = [line for line in log_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
-        _atomic_text(log_path, "".join(line + "\n" for line in kept))
     except OSError as exc:
         raise OutputWriteError(f"cannot write to {out}: {exc}") from exc
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 @torch.no_grad()
@@ -557,21 +487,5 @@ def _preview(pipe, unet, ema, prompt_embeds: torch.Tensor, bank: PromptBank, unc
 
 
 def _save_final(pipe: StableDiffusionPipeline, unet: torch.nn.Module, out: Path) -> None:
-    """save_pretrained to a side dir, move the parts in, model_index.json last (completeness marker)."""
-    partial = out / ".pipeline.partial"
-    try:
-        if partial.exists():
-            shutil.rmtree(partial)
-        pipe.unet = unet
-        pipe.to("cpu")
-        pipe.save_pretrained(partial, safe_serialization=True)
-        entries = sorted(partial.iterdir(), key=lambda p: p.name == "model_index.json")
-        for entry in entries:
-            target = out / entry.name
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            os.replace(entry, target)
-        partial.rmdir()
-    except OSError as exc:
-        raise OutputWriteError(f"cannot write the trained pipeline to {out}: {exc}") from exc
-    logger.info("wrote trained pipeline to %s", out)
+    pipe.unet = unet
+    save_pipeline_into(pipe, out)

@@ -48,7 +48,7 @@ from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsErr
 from histoaug.prompts import PROMPTS_FILE, Prompt, PromptBank
 from histoaug.training.clustering import DEFAULT_CLUSTERS, ClusterConfig, assign_clusters, fit_clusters, silhouette
 from histoaug.training.data_source import open_split
-from histoaug.training.embedding import DEFAULT_EMBEDDER, TransformersEmbedder, embed_dataset
+from histoaug.training.embedding import DEFAULT_EMBEDDER, embed_dataset, load_embedder
 from histoaug.training.hashing import dataset_hash
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def build_prompts(config: PromptBuildConfig) -> PromptBuildResult:
     elif config.centers_from:
         bank, centers, fitted = _load_fitted(Path(config.centers_from).expanduser())
         clusters = len(centers)
-        embedder = TransformersEmbedder(config.embedder, device=config.device)
+        embedder = load_embedder(config.embedder, device=config.device)
         if embedder.fingerprint != fitted["embedder_hash"]:
             raise InvalidArgumentError(
                 f"--embedder {config.embedder!r} is not the model the clusters in {config.centers_from} were fitted "
@@ -176,7 +176,7 @@ def build_prompts(config: PromptBuildConfig) -> PromptBuildResult:
             raise InvalidArgumentError(
                 f"cannot make {config.clusters} clusters from {n} patches; pass --clusters at most {n}"
             )
-        embedder = TransformersEmbedder(config.embedder, device=config.device)
+        embedder = load_embedder(config.embedder, device=config.device)
         embedded = embed_dataset(
             dataset, embedder, batch_size=config.batch_size, cache_dir=config.cache_dir,
             use_cache=config.use_cache, data_hash=data_hash, num_workers=config.num_workers,
@@ -202,6 +202,7 @@ def build_prompts(config: PromptBuildConfig) -> PromptBuildResult:
     counts = np.bincount(prompt_ids, minlength=len(bank))
     report["patches_per_prompt"] = counts.tolist()
     report["unused_prompts"] = int((counts == 0).sum())
+    bank = bank.with_patch_counts(counts)
     assignment = PromptAssignment(prompt_ids, labels, morphology, attrs)
     _write_dir(out, bank, assignment, centers, sizes, report, config)
     logger.info("wrote %d %s prompts for %d patches to %s", len(bank), config.kind, n, out)

@@ -1,8 +1,9 @@
 """The training module's optional dependencies, checked with a message that says what to install.
 
-scikit-learn (K-means) and accelerate (the training loop's device/distributed engine) are in
-the ``training`` extra, not in histoaug's core dependencies, so a runtime-only install stays
-small. Everything in :mod:`histoaug.training` that needs them calls :func:`require` first.
+scikit-learn (K-means, and the metrics of :mod:`histoaug.evaluation`) is in the ``training``
+extra, not in histoaug's core dependencies, so a runtime-only install stays small; accelerate
+(the training loop's engine) is a core dependency but checked the same way. Code that needs
+them calls :func:`require` first.
 """
 
 from __future__ import annotations
