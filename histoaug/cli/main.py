@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "histoaug.cli.generate_command",
     "histoaug.cli.prompts_command",
     "histoaug.cli.train_command",
+    "histoaug.cli.train_vae_command",
+    "histoaug.cli.eval_command",
     "histoaug.cli.export_command",
     "histoaug.cli.bench_command",
 )
