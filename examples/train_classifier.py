@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=20, help="sampler steps when a model generates")
+    parser.add_argument("--steps", type=int, default=10, help="sampler steps when a model generates")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

@@ -47,6 +47,9 @@ class ExportSettings:
     batch: int = 2
     overwrite: bool = False
     verify: bool = True
+    # also copy text_encoder/, tokenizer/ and model_index.json, so the artifact is a complete
+    # diffusers pipeline dir too (StableDiffusionPipeline.from_pretrained, --format diffusers)
+    with_text_encoder: bool = False
 
     def __post_init__(self) -> None:
         from histoaug.export.onnx_graphs import DTYPES
@@ -168,6 +171,10 @@ def _write_artifact(src: Path, work: Path, model, settings: ExportSettings) -> N
                                    latent_shape=latent_shape, text_shape=text_shape):
             checks[check.graph] = {"max_abs_error": check.max_abs_error, "relative_error": check.relative_error,
                                    "tolerance": check.tolerance}
+    if settings.with_text_encoder:
+        for part in ("text_encoder", "tokenizer"):
+            shutil.copytree(src / part, work / part)
+        shutil.copy2(src / "model_index.json", work / "model_index.json")
     source_digest = model_digest(src)
     write_manifest(work, {
         "model_id": source_digest[:16],

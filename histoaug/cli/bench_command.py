@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from histoaug.errors import InvalidArgumentError
+from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 
 
 def _pairs(text: str) -> tuple[tuple[str, str], ...]:
@@ -29,15 +30,19 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="synthesis throughput per backend vs diffusers")
-    parser.add_argument("--model", type=Path, help="diffusers pipeline dir (default: build --preset)")
-    parser.add_argument("--preset", default="small", help="model preset built when --model is not given")
+    parser.add_argument("--model", default="default",
+                        help="'default' (the embedded model), a diffusers pipeline dir, or an artifact dir that is "
+                        "also a pipeline dir (export --with-text-encoder) (default: %(default)s)")
+    parser.add_argument("--preset", default=None,
+                        help="benchmark a model preset with random weights instead of --model (tiny, small, histo96)")
     parser.add_argument("--workdir", type=Path, default=None, help="where built models and exports are cached")
     parser.add_argument("--backends", default="torch:fp32,torch:bf16,onnxruntime:fp32",
                         help="comma-separated backend:dtype pairs")
     parser.add_argument("--batch", default="32", help="comma-separated batch sizes")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--scheduler", default="dpmsolver++")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                        help="classifier-free guidance scale (default: %(default)s)")
+    parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER)
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats (best is kept)")
     parser.add_argument("--no-baseline", action="store_true", help="skip diffusers StableDiffusionPipeline")
     parser.add_argument("--determinism", action="store_true",
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     SamplerSettings(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)  # validate early
     if args.repeats <= 0:
         raise InvalidArgumentError("--repeats must be positive")
-    config = BenchConfig(model=args.model, preset=args.preset, workdir=args.workdir, backends=_pairs(args.backends),
+    config = BenchConfig(model=None if args.preset else args.model, preset=args.preset or "small",
+                         workdir=args.workdir, backends=_pairs(args.backends),
                          batches=_ints(args.batch), steps=args.steps, guidance=args.guidance,
                          scheduler=args.scheduler, baseline=not args.no_baseline, repeats=args.repeats)
     report = run_benchmark(config)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from histoaug._version import __version__
 from histoaug.errors import InvalidArgumentError, OutputExistsError, OutputWriteError
+from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: best available)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
-    parser.add_argument("--steps", type=int, default=20, help="sampler steps")
-    parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (1 = off)")
-    parser.add_argument("--scheduler", default="dpmsolver++", help="dpmsolver++ | ddim | euler")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                        help="classifier-free guidance scale, 1 = off (default: %(default)s)")
+    parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER,
+                        help="dpmsolver++ | ddim | euler (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="run seed")
     parser.add_argument("--labels", default="balanced", help="balanced | 0 | 1 | fraction of label 1 (e.g. 0.3)")
     parser.add_argument("--prompts", default="all", help="'all' or comma-separated prompt ids (e.g. 0,5,7)")

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from histoaug.errors import InvalidArgumentError
+from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, SCHEDULER_NAMES
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,9 @@ class GenerationSettings:
     n: int
     seed: int = 0
     batch_size: int = 32
-    steps: int = 20
-    guidance: float = 2.0
-    scheduler: str = "dpmsolver++"
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    scheduler: str = DEFAULT_SCHEDULER
     fraction_tumour: float = 0.5
     prompt_ids: tuple[int, ...] | None = None
 
@@ -38,6 +39,10 @@ class GenerationSettings:
             raise InvalidArgumentError(f"--guidance must be >= 1, got {self.guidance}")
         if self.seed < 0:
             raise InvalidArgumentError(f"--seed must be >= 0, got {self.seed}")
+        if self.scheduler not in SCHEDULER_NAMES:  # before any output file is created
+            raise InvalidArgumentError(
+                f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}"
+            )
 
     def blocks(self) -> list[tuple[int, int]]:
         """The run's batch layout: ``(start, stop)`` of every index block."""

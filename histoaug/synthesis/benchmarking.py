@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from histoaug.errors import InvalidArgumentError
+from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 from histoaug.synthesis.model_source import open_model
 from histoaug.synthesis.schedulers import make_scheduler
 
@@ -125,14 +127,14 @@ BASELINE = "diffusers StableDiffusionPipeline fp32"
 class BenchConfig:
     """One benchmark run: which model, which backends/dtypes, which workload."""
 
-    model: Path | None = None  # a diffusers pipeline dir; None -> build ``preset`` in ``workdir``
+    model: str | Path | None = None  # "default", a pipeline dir (or artifact that is one); None -> build ``preset``
     preset: str = "small"
     workdir: Path | None = None
     backends: tuple[tuple[str, str], ...] = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"))
     batches: tuple[int, ...] = (32,)
-    steps: int = 20
-    guidance: float = 2.0
-    scheduler: str = "dpmsolver++"
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    scheduler: str = DEFAULT_SCHEDULER
     baseline: bool = True
     repeats: int = 1
 
@@ -146,7 +148,15 @@ def prepare_models(config: BenchConfig) -> tuple[Path, Path | None]:
 
     workdir = Path(config.workdir or Path.cwd() / ".histoaug-bench")
     workdir.mkdir(parents=True, exist_ok=True)
-    model = config.model
+    from histoaug.synthesis.manifest import MANIFEST_FILE
+    from histoaug.synthesis.model_source import resolve_source
+
+    model = None if config.model is None else resolve_source(config.model)
+    if model is not None and (model / MANIFEST_FILE).is_file():  # already an artifact: benchmark it as is
+        if not (model / "model_index.json").is_file():
+            raise InvalidArgumentError(f"{model} is an artifact without its text encoder, so diffusers cannot load "
+                                       "it for the baseline; pass the pipeline dir it was exported from")
+        return model, model
     if model is None:
         model = workdir / f"{config.preset}-model"
         if not (model / "model_index.json").exists():

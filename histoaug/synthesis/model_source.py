@@ -23,6 +23,24 @@ from histoaug.synthesis.prompt_embeddings import EMBEDDINGS_FILE, PromptEmbeddin
 logger = logging.getLogger(__name__)
 
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
+DEFAULT_SOURCE = "default"
+# The embedded default model: an exported artifact shipped inside the package (see its MODEL_CARD.md).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_model"
+
+
+def default_model_dir() -> Path:
+    """Where the embedded default model lives (an artifact dir, verified on load like any other)."""
+    if not (DEFAULT_MODEL_DIR / MANIFEST_FILE).is_file():
+        raise ArtifactError(
+            f"the embedded default model is missing from this installation ({DEFAULT_MODEL_DIR} has no "
+            f"{MANIFEST_FILE}); reinstall histoaug, or pass a model or artifact dir"
+        )
+    return DEFAULT_MODEL_DIR
+
+
+def resolve_source(source: str | Path) -> Path:
+    """``"default"`` -> the embedded model's dir; anything else -> ``Path(source)``."""
+    return default_model_dir() if str(source) == DEFAULT_SOURCE else Path(source)
 
 
 @dataclass
@@ -68,11 +86,7 @@ def _geometry(root: Path) -> tuple[float, int, int, int]:
 
 def open_model(source: str | Path) -> ModelFiles:
     """Validate ``source`` and load its prompts, embeddings, scheduler config and geometry."""
-    if str(source) == "default":
-        raise ArtifactError(
-            "the embedded default model is not available yet in this version of histoaug; "
-            "pass a diffusers pipeline dir (with prompts.json) or an exported artifact dir")
-    root = Path(source)
+    root = resolve_source(source)
     if not root.is_dir():
         raise ArtifactError(f"{root}: model directory not found")
     if (root / MANIFEST_FILE).exists():

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from histoaug.errors import ArtifactError, InvalidArgumentError
+from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 from histoaug.synthesis.postprocess import PATCH_SIZE, to_uint8_patches
 from histoaug.synthesis.schedulers import SCHEDULER_NAMES, make_scheduler
 
@@ -39,9 +40,9 @@ class Backend(Protocol):
 class SamplerSettings:
     """Sampler settings; with the model, prompt and seed they decide a sample."""
 
-    steps: int = 20
-    guidance: float = 2.0
-    scheduler: str = "dpmsolver++"
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    scheduler: str = DEFAULT_SCHEDULER
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps <= 0:

@@ -8,8 +8,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from histoaug.errors import InvalidArgumentError
-
-SCHEDULER_NAMES = ("dpmsolver++", "ddim", "euler")
+from histoaug.synthesis.defaults import SCHEDULER_NAMES
 
 
 def make_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from histoaug.errors import InvalidArgumentError
 from histoaug.prompts import PromptBank
 from histoaug.synthesis.backends.selection import choose_auto, create_backend, resolve_device
+from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 from histoaug.synthesis.model_source import ModelFiles, open_model
 from histoaug.synthesis.noise import initial_noise
 from histoaug.synthesis.postprocess import PATCH_SIZE
@@ -59,8 +60,8 @@ class Synthesizer:
         return (f"Synthesizer(model={str(self.model.root)!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
                 f"device='{self.device}', prompts={len(self.prompts)})")
 
-    def generate(self, labels, seeds, prompt_ids=None, *, steps: int = 20, guidance: float = 2.0,
-                 scheduler: str = "dpmsolver++", batch_size: int | None = None,
+    def generate(self, labels, seeds, prompt_ids=None, *, steps: int = DEFAULT_STEPS,
+                 guidance: float = DEFAULT_GUIDANCE, scheduler: str = DEFAULT_SCHEDULER, batch_size: int | None = None,
                  progress: bool = False) -> np.ndarray:
         """Patches for ``labels[i]`` from ``seeds[i]`` (and ``prompt_ids[i]``, else a prompt of the
         label chosen from the seed), in batches of ``batch_size`` (default 32) in input order."""
