@@ -1,7 +1,9 @@
 """histoaug: synthetic histopathology patches from latent diffusion models, for PyTorch training.
 
-Public API (see DESIGN.md): :class:`PCam`, :func:`sample_root`, :class:`PCamWriter` and the
-typed errors in :mod:`histoaug.errors`.
+Public API: :class:`PCam` (the real PCam reader), :class:`SyntheticPCam` and
+:class:`PoolConfig` (on-the-fly mixing), :class:`SyntheticSwap` (albumentations transform),
+:func:`load_synthesizer` / :class:`Synthesizer` (generation), :func:`sample_root` (bundled
+sample data), :class:`PCamWriter` and the typed errors in :mod:`histoaug.errors`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from histoaug.errors import (
     PCamFilesNotFoundError,
     PCamFormatError,
 )
+from histoaug.mixing.pool import PoolConfig
 from histoaug.mixing.synthetic_pcam import SyntheticPCam
 from histoaug.sample import sample_root
 
@@ -51,6 +54,7 @@ __all__ = [
     "PCamFilesNotFoundError",
     "PCamFormatError",
     "PCamWriter",
+    "PoolConfig",
     "Synthesizer",
     "SyntheticPCam",
     "SyntheticSwap",

@@ -151,6 +151,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(model, tmp_path, capsys
         (["--n", "2", "--out", str(tmp_path / "a.h5"), "--model", str(broken_model)], ""),
         (["--n", "2", "--out", str(tmp_path / "a.h5"), "--model", str(model), "--prompts", "9"], "prompt id 9"),
         (["--n", "2", "--out", str(tmp_path / "a.h5"), "--labels", "lots"], "--labels"),
+        (["--n", "2", "--out", str(tmp_path / "a.h5"), "--model", str(model), "--scheduler", "foo"],
+         "unknown scheduler 'foo'"),
     ]
     if os.geteuid() != 0:  # root ignores directory permissions
         cases.append((["--n", "2", "--out", str(locked / "a.h5")], "not writable"))

@@ -109,6 +109,23 @@ def test_cli_summary_of_sample(capsys):
     assert "train" in out and "128" in out and "64" in out
 
 
+def test_cli_summary_of_one_generated_file_is_one_row(tmp_path, capsys):
+    from histoaug import PCamWriter
+
+    path = tmp_path / "synthetic.h5"
+    with PCamWriter(path, 4) as writer:
+        writer.write(0, x=np.full((4, 96, 96, 3), 200, np.uint8), y=np.array([0, 1, 1, 1], np.uint8))
+    assert main(["pcam", "summary", str(path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()[2:] if line.strip()]
+    assert len(rows) == 1 and rows[0].split()[1:4] == ["4", "1", "3"]
+
+
+def test_cli_summary_error_prints_nothing_on_stdout(tmp_path, capsys):
+    assert main(["pcam", "summary", str(tmp_path / "missing")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "args",
     [["no-such-command"], ["pcam"], ["pcam", "summary", "/definitely/missing"], ["info", "--bogus"]],

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from histoaug import ArtifactError, SyntheticPCam, load_synthesizer
+from histoaug import ArtifactError, PoolConfig, SyntheticPCam, load_synthesizer
 from histoaug.generation.assignments import SampleAssigner
-from histoaug.mixing.pool import PoolConfig
 from histoaug.mixing.synthetic_swap import SyntheticSwap
 from tests.pcam_files import random_patches, write_release_split
 from tests.synthesis_models import tiny_model_dir
@@ -104,7 +103,7 @@ INTERRUPTED_SCRIPT = """
 import sys, os
 from torch.utils.data import DataLoader
 from histoaug import SyntheticPCam
-from histoaug.mixing.pool import PoolConfig
+
 
 if __name__ == "__main__":
     dataset = SyntheticPCam(sys.argv[1], ratio=1.0, synthesizer=sys.argv[2], backend="torch",

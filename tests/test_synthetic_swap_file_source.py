@@ -83,3 +83,6 @@ def test_missing_label_is_a_clear_error(synthetic_file):
         swap(image=np.zeros((96, 96, 3), np.uint8))
     with pytest.raises(InvalidArgumentError, match="label must be 0 or 1"):
         swap(image=np.zeros((96, 96, 3), np.uint8), label=3)
+    never = A.Compose([SyntheticSwap(path, p=0.0)], seed=0)  # checked on every call, not only when it swaps
+    with pytest.raises(InvalidArgumentError, match="needs the image's label"):
+        never(image=np.zeros((96, 96, 3), np.uint8))

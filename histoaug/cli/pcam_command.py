@@ -41,9 +41,10 @@ def run_unpack(args: argparse.Namespace) -> int:
 
 def run_summary(args: argparse.Namespace) -> int:
     root = args.root if args.root is not None else sample_root()
+    summaries = summarise_root(root)  # errors before any output
     print(f"PCam-format data at {root}")
     print(f"{'split':<6} {'items':>7} {'label 0':>8} {'label 1':>8}   mean RGB            std RGB")
-    for s in summarise_root(root):
+    for s in summaries:
         mean = " ".join(f"{v:5.1f}" for v in s.mean_rgb)
         std = " ".join(f"{v:5.1f}" for v in s.std_rgb)
         print(f"{s.split:<6} {s.items:>7} {s.label_counts[0]:>8} {s.label_counts[1]:>8}   {mean}   {std}")

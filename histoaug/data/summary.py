@@ -48,7 +48,15 @@ def summarise_split(dataset: PCam, *, progress: bool = False) -> SplitSummary:
 
 
 def summarise_root(root: str | Path, *, progress: bool = False) -> list[SplitSummary]:
-    """Summaries of every split present under ``root``; at least one must exist."""
+    """Summaries of every split present under ``root``; at least one must exist.
+
+    ``root`` may also be one PCam-format file (e.g. from ``histoaug generate``): one summary."""
+    if Path(root).is_file():
+        dataset = PCam(root)
+        try:
+            return [summarise_split(dataset, progress=progress)]
+        finally:
+            dataset.close()
     summaries = []
     for split in SPLITS:
         try:

@@ -64,15 +64,13 @@ class SyntheticSwap(A.ImageOnlyTransform):
             )
         return self._source
 
+    def __call__(self, *args: Any, force_apply: bool = False, **kwargs: Any) -> dict[str, Any]:
+        # check on every call, not only when the swap fires, so a missing label fails at once
+        _label_of(kwargs)
+        return super().__call__(*args, force_apply=force_apply, **kwargs)
+
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        label = data.get("label")
-        if label is None:
-            raise InvalidArgumentError(
-                "SyntheticSwap needs the image's label: call the pipeline as transform(image=..., label=0 or 1)"
-            )
-        label = int(np.asarray(label).reshape(-1)[0])
-        if label not in (0, 1):
-            raise InvalidArgumentError(f"SyntheticSwap: label must be 0 or 1, got {label}")
+        label = _label_of(data)
         return {
             "swap_label": label,
             "swap_seed": int(self.random_generator.integers(_SEED_LIMIT)),
@@ -113,3 +111,15 @@ class SyntheticSwap(A.ImageOnlyTransform):
         if isinstance(self.synthesizer, str | Path):
             state["_source"] = None  # reopened lazily in the receiving process
         return state
+
+
+def _label_of(data: dict[str, Any]) -> int:
+    label = data.get("label")
+    if label is None:
+        raise InvalidArgumentError(
+            "SyntheticSwap needs the image's label: call the pipeline as transform(image=..., label=0 or 1)"
+        )
+    label = int(np.asarray(label).reshape(-1)[0])
+    if label not in (0, 1):
+        raise InvalidArgumentError(f"SyntheticSwap: label must be 0 or 1, got {label}")
+    return label
