@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=2, help="batch used for tracing and verification")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the torch-vs-onnxruntime check (e.g. fp16 graphs on a CPU-only machine)")
+    parser.add_argument("--with-text-encoder", action="store_true",
+                        help="also copy the text encoder, tokenizer and model_index.json (onnx format), so the "
+                        "artifact is a complete diffusers pipeline dir too")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.set_defaults(handler=run)
 
@@ -25,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from histoaug.export.artifact import ExportSettings, export_model
 
     settings = ExportSettings(format=args.format, dtype=args.dtype, batch=args.batch,
-                              overwrite=args.overwrite, verify=not args.no_verify)
+                              overwrite=args.overwrite, verify=not args.no_verify,
+                              with_text_encoder=args.with_text_encoder)
     out = export_model(args.src, args.out, settings)
     print(f"wrote {out} ({args.format}, {args.dtype})")
     return 0
