@@ -60,7 +60,7 @@ def test_a_tampered_copy_of_the_default_model_is_refused(tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="does not match its sha256"):
         histoaug.load_synthesizer(copy)
-    (copy / MANIFEST_FILE).unlink()
+    (copy / MANIFEST_FILE).write_text("{not json")
     with pytest.raises(ArtifactError):
         histoaug.load_synthesizer(copy)
 

@@ -16,7 +16,7 @@ from tests.pcam_files import write_release_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FAST = ClassifierConfig(epochs=1, min_steps=40, batch_size=8, seed=0)
+FAST = ClassifierConfig(epochs=1, min_steps=80, batch_size=8, seed=0)
 PER_LABEL = {"train": 12, "test": 8, "valid": 8}
 
 

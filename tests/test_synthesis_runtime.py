@@ -125,8 +125,11 @@ def test_bad_requests(synth, kwargs, match) -> None:
         synth.generate(**kwargs)
 
 
-def test_source_errors(tmp_path, model_dir) -> None:
-    with pytest.raises(ArtifactError, match="embedded default model"):
+def test_source_errors(tmp_path, model_dir, monkeypatch) -> None:
+    from histoaug.synthesis import model_source
+
+    monkeypatch.setattr(model_source, "DEFAULT_MODEL_DIR", tmp_path / "not-installed")
+    with pytest.raises(ArtifactError, match="embedded default model is missing"):
         histoaug.load_synthesizer("default")
     with pytest.raises(ArtifactError, match="not found"):
         histoaug.load_synthesizer(tmp_path / "missing")

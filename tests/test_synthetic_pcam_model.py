@@ -102,7 +102,7 @@ def test_synthetic_swap_with_a_model(model):
 INTERRUPTED_SCRIPT = """
 import sys, os
 from torch.utils.data import DataLoader
-from histoaug import SyntheticPCam
+from histoaug import PoolConfig, SyntheticPCam
 
 
 if __name__ == "__main__":

@@ -77,3 +77,32 @@ def test_vae_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message)
 def test_vae_existing_output_needs_resume_or_overwrite(straight, capsys):
     assert main(vae_args(straight)) == 2
     assert "pass --resume" in capsys.readouterr().err
+
+
+def test_decoder_only_gan_fine_tune_keeps_the_latent_space_and_the_model(straight, tmp_path):
+    """Fine-tuning the decoder of a trained model: encoder (latents) and UNet unchanged, prompts kept."""
+    import shutil
+
+    from histoaug.prompts import PromptBank
+
+    base = tmp_path / "model"
+    shutil.copytree(straight, base)
+    PromptBank.baseline().save(base)
+    out = tmp_path / "gan"
+    assert main(["train-vae", "sample", "--base", str(base), "--out", str(out), "--steps", "4", "--batch-size", "4",
+                 "--decoder-only", "--adversarial-weight", "0.1", "--warmup-steps", "1", "--no-progress"]) == 0
+    before = load_file(base / "vae" / "diffusion_pytorch_model.safetensors")
+    after = load_file(out / "vae" / "diffusion_pytorch_model.safetensors")
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith("decoder.")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    unet_before = load_file(base / "unet" / "diffusion_pytorch_model.safetensors")
+    unet_after = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(unet_before[k], unet_after[k]) for k in unet_before)
+    assert (out / "prompts.json").read_text() == (base / "prompts.json").read_text()
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(e["discriminator"]) and np.isfinite(e["adversarial"]) for e in log)
+    report = json.loads((out / "autoencoder_report.json").read_text())
+    assert report["scaling_factor"] == pytest.approx(json.loads((base / "autoencoder_report.json").read_text())
+                                                     ["scaling_factor"])
