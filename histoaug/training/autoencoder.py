@@ -52,6 +52,7 @@ from histoaug.training.base_model import load_base_pipeline
 from histoaug.training.batches import NOISE_STREAM, BatchPlan, StepBatches, sample_generator
 from histoaug.training.checkpoints import TrainingState, load_checkpoint, save_checkpoint
 from histoaug.training.data_source import open_split, resolve_data_root
+from histoaug.training.hashing import dataset_hash
 from histoaug.training.run_dir import LOG_FILE, atomic_text, prepare_out, save_pipeline_into, write_run_record
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def train_autoencoder(config: AutoencoderTrainConfig, *, command: list[str] | No
     out = Path(config.out).expanduser()
     dataset = open_split(config.data, config.split)
     pipe = load_base_pipeline(config.base, seed=config.seed)
-    inputs = {"data_hash": _data_fingerprint(dataset)}
+    inputs = {"data_hash": dataset_hash(dataset)}  # every label and image byte: --resume on other data fails
     resume_from = prepare_out(config, True, inputs)
 
     vae = pipe.vae.to(device)
@@ -211,7 +212,9 @@ def train_autoencoder(config: AutoencoderTrainConfig, *, command: list[str] | No
             discriminator = patch_discriminator().to(device)
     # one module and one optimizer hold both networks, so a checkpoint resumes both exactly
     # (Adam's state is per parameter; each network's step only fills its own gradients)
-    trained = torch.nn.ModuleDict({"vae": vae, **({"discriminator": discriminator} if discriminator else {})})
+    trained = torch.nn.ModuleDict({"vae": vae})
+    if discriminator is not None:
+        trained["discriminator"] = discriminator
     optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     lr_scheduler = get_scheduler(config.lr_schedule, optimizer, num_warmup_steps=config.effective_warmup_steps,
@@ -295,16 +298,6 @@ def train_autoencoder(config: AutoencoderTrainConfig, *, command: list[str] | No
     result.report = report
     result.finished = True
     return result
-
-
-def _data_fingerprint(dataset) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(dataset.labels).tobytes())
-    digest.update(np.ascontiguousarray(dataset.read_images(np.arange(min(len(dataset), 64)))).tobytes())
-    digest.update(str(len(dataset)).encode())
-    return digest.hexdigest()
 
 
 @torch.no_grad()
