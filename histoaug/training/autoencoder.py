@@ -53,7 +53,14 @@ from histoaug.training.batches import NOISE_STREAM, BatchPlan, StepBatches, samp
 from histoaug.training.checkpoints import TrainingState, load_checkpoint, save_checkpoint
 from histoaug.training.data_source import open_split, resolve_data_root
 from histoaug.training.hashing import dataset_hash
-from histoaug.training.run_dir import LOG_FILE, atomic_text, prepare_out, save_pipeline_into, write_run_record
+from histoaug.training.run_dir import (
+    LOG_FILE,
+    atomic_text,
+    prepare_out,
+    save_pipeline_into,
+    validate_run_controls,
+    write_run_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,18 +121,7 @@ class AutoencoderTrainConfig:
             raise InvalidArgumentError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise InvalidArgumentError("device cuda requested but no CUDA device is available")
-        if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
-            raise InvalidArgumentError(f"stop-at must be in 1..{self.steps}, got {self.stop_at}")
-        if self.resume and self.overwrite:
-            raise InvalidArgumentError("--resume and --overwrite exclude each other")
-        if self.num_workers < 0:
-            raise InvalidArgumentError(f"num-workers must be >= 0, got {self.num_workers}")
-        from diffusers.optimization import SchedulerType
-
-        if self.lr_schedule not in {s.value for s in SchedulerType}:
-            raise InvalidArgumentError(
-                f"unknown lr-schedule {self.lr_schedule!r}; one of {', '.join(s.value for s in SchedulerType)}"
-            )
+        validate_run_controls(self)
 
     def defining(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_CONTROL_FIELDS}

@@ -70,7 +70,13 @@ from histoaug.training.checkpoints import TrainingState, load_checkpoint, save_c
 from histoaug.training.data_source import open_split
 from histoaug.training.prompt_building import load_prompts_dir
 from histoaug.training.requirements import require
-from histoaug.training.run_dir import LOG_FILE, prepare_out, save_pipeline_into, write_run_record
+from histoaug.training.run_dir import (
+    LOG_FILE,
+    prepare_out,
+    save_pipeline_into,
+    validate_run_controls,
+    write_run_record,
+)
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -153,18 +159,7 @@ class TrainConfig:
             raise InvalidArgumentError(f"mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
         if self.resolution is not None and self.resolution < 8:
             raise InvalidArgumentError(f"resolution must be >= 8, got {self.resolution}")
-        if self.stop_at is not None and not 1 <= self.stop_at <= self.steps:
-            raise InvalidArgumentError(f"stop-at must be in 1..{self.steps}, got {self.stop_at}")
-        if self.resume and self.overwrite:
-            raise InvalidArgumentError("--resume and --overwrite exclude each other")
-        if self.num_workers < 0:
-            raise InvalidArgumentError(f"num-workers must be >= 0, got {self.num_workers}")
-        from diffusers.optimization import SchedulerType
-
-        if self.lr_schedule not in {s.value for s in SchedulerType}:
-            raise InvalidArgumentError(
-                f"unknown lr-schedule {self.lr_schedule!r}; one of {', '.join(s.value for s in SchedulerType)}"
-            )
+        validate_run_controls(self)
 
     def defining(self) -> dict[str, Any]:
         """The fields that determine the result (must match when resuming)."""

@@ -34,6 +34,22 @@ class RunConfig(Protocol):
     def defining(self) -> dict[str, Any]: ...
 
 
+def validate_run_controls(config: Any) -> None:
+    """Checks shared by the training commands: --stop-at, --resume/--overwrite, workers, LR schedule."""
+    if config.stop_at is not None and not 1 <= config.stop_at <= config.steps:
+        raise InvalidArgumentError(f"stop-at must be in 1..{config.steps}, got {config.stop_at}")
+    if config.resume and config.overwrite:
+        raise InvalidArgumentError("--resume and --overwrite exclude each other")
+    if config.num_workers < 0:
+        raise InvalidArgumentError(f"num-workers must be >= 0, got {config.num_workers}")
+    from diffusers.optimization import SchedulerType
+
+    if config.lr_schedule not in {s.value for s in SchedulerType}:
+        raise InvalidArgumentError(
+            f"unknown lr-schedule {config.lr_schedule!r}; one of {', '.join(s.value for s in SchedulerType)}"
+        )
+
+
 def prepare_out(config: RunConfig, is_main: bool, inputs: dict[str, str]) -> Path | None:
     """Check/clear the output dir; returns the checkpoint to resume from, if any."""
     out = Path(config.out).expanduser()
