@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from histoaug.cli.run_control_args import add_run_control_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -59,12 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--preview-steps", type=int, default=20, help="sampler steps of previews "
                         "(default: %(default)s)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
-    parser.add_argument("--stop-at", type=int, default=None,
-                        help="stop after this step (with a checkpoint); continue later with --resume")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_control_arguments(parser)
     parser.set_defaults(handler=run)
 
 

@@ -56,6 +56,7 @@ from histoaug.training.hashing import dataset_hash
 from histoaug.training.run_dir import (
     LOG_FILE,
     atomic_text,
+    effective_warmup_steps,
     prepare_out,
     save_pipeline_into,
     validate_run_controls,
@@ -102,7 +103,7 @@ class AutoencoderTrainConfig:
 
     @property
     def effective_warmup_steps(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else min(500, self.steps // 20)
+        return effective_warmup_steps(self)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):

@@ -72,6 +72,7 @@ from histoaug.training.prompt_building import load_prompts_dir
 from histoaug.training.requirements import require
 from histoaug.training.run_dir import (
     LOG_FILE,
+    effective_warmup_steps,
     prepare_out,
     save_pipeline_into,
     validate_run_controls,
@@ -135,9 +136,7 @@ class TrainConfig:
 
     @property
     def effective_warmup_steps(self) -> int:
-        """Warm-up length: as given, else 5% of the run capped at 500, so a short run still
-        reaches the cosine decay instead of warming up until its last step."""
-        return self.warmup_steps if self.warmup_steps is not None else min(500, self.steps // 20)
+        return effective_warmup_steps(self)
 
     def validate(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,

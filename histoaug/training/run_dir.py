@@ -34,6 +34,12 @@ class RunConfig(Protocol):
     def defining(self) -> dict[str, Any]: ...
 
 
+def effective_warmup_steps(config: Any) -> int:
+    """Warm-up length: as given, else 5% of the run capped at 500, so a short run still
+    reaches the cosine decay instead of warming up until its last step."""
+    return config.warmup_steps if config.warmup_steps is not None else min(500, config.steps // 20)
+
+
 def validate_run_controls(config: Any) -> None:
     """Checks shared by the training commands: --stop-at, --resume/--overwrite, workers, LR schedule."""
     if config.stop_at is not None and not 1 <= config.stop_at <= config.steps:
