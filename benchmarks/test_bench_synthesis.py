@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from histoaug.synthesis.benchmarking import BenchConfig, prepare_models, psnr, run_diffusers, run_histoaug
+from histoaug.synthesis.benchmarking import (
+    BackendSpec,
+    BenchConfig,
+    DiffusersBaseline,
+    prepare_models,
+    psnr,
+    run_histoaug,
+)
 
 BATCH = int(os.environ.get("HISTOAUG_BENCH_BATCH", "32"))
 STEPS = int(os.environ.get("HISTOAUG_BENCH_STEPS", "20"))
@@ -26,28 +33,32 @@ SCHEDULER = "dpmsolver++"
 def models(tmp_path_factory):
     model = os.environ.get("HISTOAUG_BENCH_MODEL")
     config = BenchConfig(model=Path(model) if model else None, preset="small",
-                         workdir=tmp_path_factory.mktemp("bench"), backends=(("onnxruntime", "fp32"),))
+                         workdir=tmp_path_factory.mktemp("bench"), backends=(BackendSpec("onnxruntime", "fp32"),))
     return prepare_models(config)
 
 
 @pytest.fixture(scope="module")
-def reference(models):
-    images, _ = run_diffusers(models[0], BATCH, STEPS, GUIDANCE, SCHEDULER)
-    return images
+def baseline(models):
+    baseline = DiffusersBaseline(models[0], SCHEDULER)
+    baseline.run(BATCH, 2, GUIDANCE)  # warm-up
+    return baseline
 
 
-def test_diffusers_pipeline_fp32(benchmark, models) -> None:
+@pytest.fixture(scope="module")
+def reference(baseline):
+    return baseline.run(BATCH, STEPS, GUIDANCE)[0]
+
+
+def test_diffusers_pipeline_fp32(benchmark, baseline) -> None:
     benchmark.extra_info["patches_per_round"] = BATCH
-    benchmark.pedantic(run_diffusers, args=(models[0], BATCH, STEPS, GUIDANCE, SCHEDULER), rounds=1, iterations=1)
+    benchmark.pedantic(baseline.run, args=(BATCH, STEPS, GUIDANCE), rounds=1, iterations=1)
 
 
-@pytest.mark.parametrize(("backend", "dtype"), [("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32")])
-def test_histoaug_backend(benchmark, models, reference, backend, dtype) -> None:
-    from histoaug.synthesis.synthesizer import load_synthesizer
-
+@pytest.mark.parametrize("spec", ["torch:fp32", "torch:bf16", "torch:bf16:compile", "onnxruntime:fp32"])
+def test_histoaug_backend(benchmark, models, reference, spec) -> None:
     model, artifact = models
-    synth = load_synthesizer(model if backend == "torch" else artifact, backend=backend, device="cpu", dtype=dtype)
-    run_histoaug(synth, model, 2, 2, GUIDANCE, SCHEDULER)  # warm-up
+    synth = BackendSpec.parse(spec).load(model, artifact)
+    run_histoaug(synth, model, BATCH, 2, GUIDANCE, SCHEDULER)  # warm-up (and compile) at the timed shape
     benchmark.extra_info["patches_per_round"] = BATCH
     images, _ = benchmark.pedantic(run_histoaug, args=(synth, model, BATCH, STEPS, GUIDANCE, SCHEDULER),
                                    rounds=1, iterations=1)

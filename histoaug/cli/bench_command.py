@@ -10,14 +10,6 @@ from histoaug.errors import InvalidArgumentError
 from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 
 
-def _pairs(text: str) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for item in text.split(","):
-        name, _, dtype = item.strip().partition(":")
-        pairs.append((name, dtype or "fp32"))
-    return tuple(pairs)
-
-
 def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -37,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="benchmark a model preset with random weights instead of --model (tiny, small, histo96)")
     parser.add_argument("--workdir", type=Path, default=None, help="where built models and exports are cached")
     parser.add_argument("--backends", default="torch:fp32,torch:bf16,onnxruntime:fp32",
-                        help="comma-separated backend:dtype pairs")
+                        help="comma-separated NAME[:DTYPE[:compile]] specs, e.g. torch:bf16:compile "
+                        "(the compiled UNet is compiled in the warm-up, outside the timing)")
     parser.add_argument("--batch", default="32", help="comma-separated batch sizes")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
@@ -52,14 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from histoaug.synthesis.benchmarking import BenchConfig, format_report, run_benchmark
+    from histoaug.synthesis.benchmarking import BackendSpec, BenchConfig, format_report, run_benchmark
     from histoaug.synthesis.sampling import SamplerSettings
 
     SamplerSettings(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)  # validate early
     if args.repeats <= 0:
         raise InvalidArgumentError("--repeats must be positive")
+    backends = tuple(BackendSpec.parse(item) for item in args.backends.split(","))
     config = BenchConfig(model=None if args.preset else args.model, preset=args.preset or "small",
-                         workdir=args.workdir, backends=_pairs(args.backends),
+                         workdir=args.workdir, backends=backends,
                          batches=_ints(args.batch), steps=args.steps, guidance=args.guidance,
                          scheduler=args.scheduler, baseline=not args.no_baseline, repeats=args.repeats)
     report = run_benchmark(config)
@@ -69,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         for row in report["determinism"]:
             others = ", ".join(f"batch {b}: max diff {v['max_abs_diff']}, {v['psnr_db']:.1f} dB"
                                for b, v in row["other_batch_sizes"].items())
-            print(f"determinism {row['backend']} {row['dtype']}: reordered bit-identical="
+            compiled = " compiled" if row.get("compiled") else ""
+            print(f"determinism {row['backend']} {row['dtype']}{compiled}: reordered bit-identical="
                   f"{row['reordered_bit_identical']}; vs batch {row['n']}: {others}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -78,12 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _determinism(config) -> list[dict]:
     from histoaug.synthesis.benchmarking import batch_layout_tolerance, prepare_models
-    from histoaug.synthesis.synthesizer import load_synthesizer
 
     model, artifact = prepare_models(config)
     rows = []
-    for name, dtype in config.backends:
-        synth = load_synthesizer(model if name == "torch" else artifact, backend=name, device="cpu", dtype=dtype)
+    for spec in config.backends:
+        synth = spec.load(model, artifact)
         rows.append(batch_layout_tolerance(synth, model, steps=config.steps, guidance=config.guidance,
                                            scheduler=config.scheduler))
     return rows

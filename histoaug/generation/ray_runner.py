@@ -46,13 +46,13 @@ def shard_path(out: Path, index: int, count: int) -> Path:
 class _ShardWorker:
     """Ray Data actor: loads the synthesizer once, writes the shards it is handed."""
 
-    def __init__(self, model: str, backend: str, device: str | None, threads: int) -> None:
+    def __init__(self, model: str, runtime: dict[str, Any], threads: int) -> None:
         import torch
 
         from histoaug import load_synthesizer
 
         torch.set_num_threads(max(1, threads))
-        self.synthesizer = load_synthesizer(model, backend=backend, device=device)
+        self.synthesizer = load_synthesizer(model, **runtime)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         generated = []
@@ -73,14 +73,17 @@ def write_pcam_with_ray(
     out: Path,
     *,
     model_id: str,
-    backend: str = "auto",
-    device: str | None = None,
+    runtime: dict[str, Any] | None = None,
     workers: int = 2,
     address: str | None = None,
     attrs: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> RunSummary:
-    """Generate with ``workers`` Ray actors, then merge their shards into ``out``."""
+    """Generate with ``workers`` Ray actors, then merge their shards into ``out``.
+
+    ``runtime``: the keyword arguments of ``load_synthesizer`` besides the source (backend,
+    device, dtype, compile); each actor loads its own synthesizer with them.
+    """
     try:
         import ray
     except ImportError:
@@ -120,7 +123,7 @@ def write_pcam_with_ray(
             results = dataset.map_batches(
                 _ShardWorker,
                 fn_constructor_kwargs={
-                    "model": model, "backend": backend, "device": device, "threads": threads,
+                    "model": model, "runtime": dict(runtime or {}), "threads": threads,
                 },
                 batch_size=1,
                 concurrency=len(jobs),

@@ -63,11 +63,13 @@ class ModelSource:
     """
 
     def __init__(self, spec: Any, *, backend: str = "auto", device: str | None = None,
-                 generate_options: dict[str, Any] | None = None, dtype: str | None = None) -> None:
+                 generate_options: dict[str, Any] | None = None, dtype: str | None = None,
+                 compile: bool = False) -> None:
         self.spec = spec
         self.backend = backend
         self.device = device
         self.dtype = dtype
+        self.compile = compile
         self.generate_options = dict(generate_options or {})
         self._synthesizer = None if isinstance(spec, str | Path) else spec
 
@@ -77,7 +79,7 @@ class ModelSource:
             from histoaug import load_synthesizer
 
             self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device,
-                                                 dtype=self.dtype)
+                                                 dtype=self.dtype, compile=self.compile)
         return self._synthesizer
 
     def __getstate__(self) -> dict[str, Any]:
@@ -88,13 +90,15 @@ class ModelSource:
 
     def reloadable(self) -> ModelSource:
         """A source another process can load by itself: a given ``Synthesizer`` object (whose
-        runtime may hold unpicklable sessions) is replaced by its model dir, backend and device."""
+        runtime may hold unpicklable sessions) is replaced by its model dir, backend, device,
+        dtype and compile setting."""
         if isinstance(self.spec, str | Path):
             return self
         synthesizer = self.spec
         return ModelSource(str(synthesizer.model.root), backend=synthesizer.backend,
                            device=str(synthesizer.device), generate_options=self.generate_options,
-                           dtype=synthesizer.dtype if synthesizer.backend == "torch" else None)
+                           dtype=synthesizer.dtype if synthesizer.backend == "torch" else None,
+                           compile=synthesizer.compiled)
 
     def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
         synthesizer = self.synthesizer

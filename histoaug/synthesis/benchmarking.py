@@ -81,31 +81,47 @@ def workload(model_dir: Path, batch: int, seed: int = 0) -> tuple[list[int], lis
     return labels, seeds, request.prompt_ids.tolist()
 
 
-def run_diffusers(model_dir: Path, batch: int, steps: int, guidance: float, scheduler: str,
-                  repeats: int = 1) -> tuple[np.ndarray, float]:
-    """diffusers StableDiffusionPipeline (fp32, default settings) on the same workload; (patches, seconds)."""
-    from diffusers import StableDiffusionPipeline
+class DiffusersBaseline:
+    """diffusers StableDiffusionPipeline (fp32, default settings) on the same weights and workload.
 
-    model = open_model(model_dir)
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
-    pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    _, seeds, prompt_ids = workload(model_dir, batch)
-    texts = [model.prompts[i].text for i in prompt_ids]
-    size = model.image_size
-    best, images = float("inf"), None
-    for _ in range(repeats):
+    Loaded once and warmed up like the histoaug runtimes, so neither side pays first-call costs
+    (oneDNN primitive creation, allocator growth) inside the timing.
+    """
+
+    def __init__(self, model_dir: Path, scheduler: str) -> None:
+        from diffusers import StableDiffusionPipeline
+
+        self.model_dir = model_dir
+        self.model = open_model(model_dir)
+        self.pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None,
+                                                            requires_safety_checker=False)
+        self.pipe.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def run(self, batch: int, steps: int, guidance: float) -> tuple[np.ndarray, float]:
+        """(uint8 patches, seconds) for the ``workload`` batch."""
+        _, seeds, prompt_ids = workload(self.model_dir, batch)
+        texts = [self.model.prompts[i].text for i in prompt_ids]
+        size = self.model.image_size
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         start = time.perf_counter()
-        out = pipe(texts, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
-                   generator=generators, output_type="np").images
-        best = min(best, time.perf_counter() - start)
-        images = out
-    if size != 96:
-        from histoaug.synthesis.postprocess import to_uint8_patches
+        images = self.pipe(texts, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
+                           generator=generators, output_type="np").images
+        seconds = time.perf_counter() - start
+        if size != 96:
+            from histoaug.synthesis.postprocess import to_uint8_patches
 
-        return to_uint8_patches(torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1), best
-    return (images * 255).round().astype(np.uint8), best
+            return to_uint8_patches(torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1), seconds
+        return (images * 255).round().astype(np.uint8), seconds
+
+
+def run_diffusers(model_dir: Path, batch: int, steps: int, guidance: float, scheduler: str,
+                  repeats: int = 1) -> tuple[np.ndarray, float]:
+    """The baseline on one batch: (patches, best seconds of ``repeats`` after a warm-up call)."""
+    baseline = DiffusersBaseline(model_dir, scheduler)
+    baseline.run(batch, 2, guidance)
+    runs = [baseline.run(batch, steps, guidance) for _ in range(repeats)]
+    return runs[-1][0], min(seconds for _, seconds in runs)
 
 
 def run_histoaug(synthesizer, model_dir: Path, batch: int, steps: int, guidance: float, scheduler: str,
@@ -124,13 +140,41 @@ BASELINE = "diffusers StableDiffusionPipeline fp32"
 
 
 @dataclass(frozen=True)
+class BackendSpec:
+    """One benchmarked runtime: backend name, dtype, and (torch) whether the UNet is compiled."""
+
+    name: str
+    dtype: str = "fp32"
+    compile: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> BackendSpec:
+        """``NAME[:DTYPE[:compile]]``, e.g. ``onnxruntime``, ``torch:bf16``, ``torch:bf16:compile``."""
+        parts = text.strip().split(":")
+        if not parts[0] or len(parts) > 3 or (len(parts) == 3 and parts[2] != "compile"):
+            raise InvalidArgumentError(f"backend spec must be NAME[:DTYPE[:compile]], got {text!r}")
+        return cls(parts[0], parts[1] if len(parts) > 1 and parts[1] else "fp32", len(parts) == 3)
+
+    @property
+    def label(self) -> str:
+        return f"histoaug {self.name} {self.dtype}" + (" compiled" if self.compile else "")
+
+    def load(self, model: Path, artifact: Path | None):
+        from histoaug.synthesis.synthesizer import load_synthesizer
+
+        return load_synthesizer(model if self.name == "torch" else artifact, backend=self.name, device="cpu",
+                                dtype=self.dtype, compile=self.compile)
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """One benchmark run: which model, which backends/dtypes, which workload."""
 
     model: str | Path | None = None  # "default", a pipeline dir (or artifact that is one); None -> build ``preset``
     preset: str = "small"
     workdir: Path | None = None
-    backends: tuple[tuple[str, str], ...] = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"))
+    backends: tuple[BackendSpec, ...] = (BackendSpec("torch", "fp32"), BackendSpec("torch", "bf16"),
+                                         BackendSpec("onnxruntime", "fp32"))
     batches: tuple[int, ...] = (32,)
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
@@ -163,7 +207,7 @@ def prepare_models(config: BenchConfig) -> tuple[Path, Path | None]:
             save_pipeline(build_pipeline(config.preset, seed=0), model, overwrite=True)
             PromptBank.baseline().save(model, overwrite=True)
     artifact = None
-    if any(name != "torch" for name, _ in config.backends):
+    if any(spec.name != "torch" for spec in config.backends):
         artifact = workdir / f"{model.name}-onnx-fp32"
         if not (artifact / "manifest.json").exists():
             export_model(model, artifact, ExportSettings(format="onnx", dtype="fp32", batch=2, overwrite=True))
@@ -176,8 +220,6 @@ def run_benchmark(config: BenchConfig) -> dict:
     Runs are interleaved (baseline, then each backend, ``repeats`` rounds) and the best time of
     each is kept, so load from other processes on a shared machine biases none of them alone.
     """
-    from histoaug.synthesis.synthesizer import load_synthesizer
-
     model, artifact = prepare_models(config)
     flops = unet_flops_per_sample(model)
     cfg = 2 if config.guidance > 1 else 1
@@ -189,17 +231,19 @@ def run_benchmark(config: BenchConfig) -> dict:
     def gflops(batch: int, seconds: float) -> float:
         return flops * batch * cfg * config.steps / seconds / 1e9
 
-    synths = {}
-    for name, dtype in config.backends:
-        synth = load_synthesizer(model if name == "torch" else artifact, backend=name, device="cpu", dtype=dtype)
-        run_histoaug(synth, model, 2, 2, config.guidance, config.scheduler)  # warm-up
-        synths[f"histoaug {name} {dtype}"] = synth
+    synths = {spec.label: spec.load(model, artifact) for spec in config.backends}
+    baseline = DiffusersBaseline(model, config.scheduler) if config.baseline else None
     for batch in config.batches:
+        # warm-up at this batch shape, untimed (and the compile of a compiled UNet)
+        if baseline is not None:
+            baseline.run(batch, 2, config.guidance)
+        for synth in synths.values():
+            run_histoaug(synth, model, batch, 2, config.guidance, config.scheduler)
         best: dict[str, float] = {}
         images: dict[str, np.ndarray] = {}
         for _ in range(config.repeats):
-            if config.baseline:
-                out, seconds = run_diffusers(model, batch, config.steps, config.guidance, config.scheduler)
+            if baseline is not None:
+                out, seconds = baseline.run(batch, config.steps, config.guidance)
                 best[BASELINE] = min(best.get(BASELINE, float("inf")), seconds)
                 images[BASELINE] = out
             for label, synth in synths.items():
@@ -246,7 +290,7 @@ def batch_layout_tolerance(synthesizer, model_dir: Path, n: int = 8, steps: int 
     kwargs = {"steps": steps, "guidance": guidance, "scheduler": scheduler}
     base = synthesizer.generate(labels, seeds, prompt_ids, batch_size=n, **kwargs)
     reverse = synthesizer.generate(labels[::-1], seeds[::-1], prompt_ids[::-1], batch_size=n, **kwargs)[::-1]
-    report = {"backend": synthesizer.backend, "dtype": synthesizer.dtype, "n": n,
+    report = {"backend": synthesizer.backend, "dtype": synthesizer.dtype, "compiled": synthesizer.compiled, "n": n,
               "reordered_bit_identical": bool(np.array_equal(base, reverse)), "other_batch_sizes": {}}
     for batch in other_batches:
         other = synthesizer.generate(labels, seeds, prompt_ids, batch_size=batch, **kwargs)

@@ -49,6 +49,11 @@ class Synthesizer:
         return self._backend.dtype
 
     @property
+    def compiled(self) -> bool:
+        """Whether the UNet runs through torch.compile (torch backend only)."""
+        return bool(getattr(self._backend, "compiled", False))
+
+    @property
     def device(self) -> torch.device:
         return self._backend.device
 
@@ -57,8 +62,9 @@ class Synthesizer:
         return self.model.model_id
 
     def __repr__(self) -> str:
-        return (f"Synthesizer(model={str(self.model.root)!r}, backend={self.backend!r}, dtype={self.dtype!r}, "
-                f"device='{self.device}', prompts={len(self.prompts)})")
+        compiled = ", compiled=True" if self.compiled else ""
+        return (f"Synthesizer(model={str(self.model.root)!r}, backend={self.backend!r}, "
+                f"dtype={self.dtype!r}{compiled}, device='{self.device}', prompts={len(self.prompts)})")
 
     def generate(self, labels, seeds, prompt_ids=None, *, steps: int = DEFAULT_STEPS,
                  guidance: float = DEFAULT_GUIDANCE, scheduler: str = DEFAULT_SCHEDULER, batch_size: int | None = None,
@@ -89,19 +95,25 @@ class Synthesizer:
 
 
 def load_synthesizer(source: str | Path = "default", backend: str = "auto", device: str | torch.device | None = None,
-                     *, dtype: str | None = None) -> Synthesizer:
+                     *, dtype: str | None = None, compile: bool = False) -> Synthesizer:
     """Open ``source`` ("default", a diffusers pipeline dir with prompts.json, or an artifact dir)
     on ``backend`` ("auto", "torch", "onnxruntime", "tensorrt").
 
     ``dtype`` (fp32/bf16/fp16) applies to the torch backend; ONNX backends run the artifact's
-    export dtype. An unavailable backend raises InvalidArgumentError with the reason.
+    export dtype. ``compile=True`` (torch backend) runs the UNet through ``torch.compile``: the
+    fastest CPU path for long runs (benchmarks/RESULTS.md), after a one-time compile per batch
+    shape. An unavailable backend raises InvalidArgumentError with the reason.
     """
     resolved = resolve_device(device)
     model = open_model(source)
     if backend == "auto":
-        backend, auto_dtype = choose_auto(model, resolved)
+        if compile:
+            backend, auto_dtype = "torch", None
+            logger.info("backend auto -> torch on %s (compile asked for; it applies to torch only)", resolved)
+        else:
+            backend, auto_dtype = choose_auto(model, resolved)
         dtype = dtype or auto_dtype
-    runtime = create_backend(backend, model, resolved, dtype)
+    runtime = create_backend(backend, model, resolved, dtype, compile=compile)
     synthesizer = Synthesizer(model, runtime)
     logger.info("loaded %r", synthesizer)
     return synthesizer

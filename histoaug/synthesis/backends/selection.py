@@ -76,16 +76,22 @@ def choose_auto(model: ModelFiles, device: torch.device) -> tuple[str, str | Non
     raise InvalidArgumentError("no backend can run this model: " + "; ".join(skipped))
 
 
-def create_backend(name: str, model: ModelFiles, device: torch.device, dtype: str | None):
-    """Construct backend ``name``; ``dtype`` None means the model's/backend's default."""
+def create_backend(name: str, model: ModelFiles, device: torch.device, dtype: str | None, *, compile: bool = False):
+    """Construct backend ``name``; ``dtype`` None means the model's/backend's default.
+
+    ``compile`` (torch.compile of the UNet) exists for the torch backend only; the ONNX backends
+    are graph-optimised by their runtime already.
+    """
     reason = unavailable_reason(name, model, device)
     if reason is not None:
         raise InvalidArgumentError(f"backend {name!r} is unavailable: {reason}")
+    if compile and name != "torch":
+        raise InvalidArgumentError(f"compile applies to the torch backend, not {name!r}")
     export_dtype = str(model.manifest.get("onnx", {}).get("dtype", "fp32")) if model.kind == "artifact" else None
     if name == "torch":
         from histoaug.synthesis.backends.torch_backend import TorchBackend
 
-        return TorchBackend(model.root, device, dtype or ("fp32" if device.type == "cpu" else "fp16"))
+        return TorchBackend(model.root, device, dtype or ("fp32" if device.type == "cpu" else "fp16"), compile=compile)
     if dtype is not None and dtype != export_dtype:
         raise InvalidArgumentError(f"this artifact was exported as {export_dtype}; {name} runs it in that dtype "
                                    f"(re-export with --dtype {dtype})")
