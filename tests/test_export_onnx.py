@@ -83,6 +83,14 @@ def test_auto_prefers_onnxruntime_for_artifacts_on_cpu(artifact) -> None:
         histoaug.load_synthesizer(artifact, backend="onnxruntime", dtype="fp16")
 
 
+def test_auto_honours_an_asked_dtype(artifact, caplog) -> None:
+    assert histoaug.load_synthesizer(artifact, device="cpu", dtype="fp32").backend == "onnxruntime"
+    with caplog.at_level("INFO", logger="histoaug"):
+        synth = histoaug.load_synthesizer(artifact, device="cpu", dtype="bf16")
+    assert (synth.backend, synth.dtype) == ("torch", "bf16")
+    assert "onnxruntime: runs the artifact's export dtype fp32, not bf16" in caplog.text
+
+
 @pytest.mark.parametrize("damage", ["tamper", "truncate", "delete", "manifest"])
 def test_damaged_artifact_is_refused(artifact, tmp_path, damage) -> None:
     copy = tmp_path / "artifact"

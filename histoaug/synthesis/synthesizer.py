@@ -111,7 +111,7 @@ def load_synthesizer(source: str | Path = "default", backend: str = "auto", devi
             backend, auto_dtype = "torch", None
             logger.info("backend auto -> torch on %s (compile asked for; it applies to torch only)", resolved)
         else:
-            backend, auto_dtype = choose_auto(model, resolved)
+            backend, auto_dtype = choose_auto(model, resolved, dtype)
         dtype = dtype or auto_dtype
     runtime = create_backend(backend, model, resolved, dtype, compile=compile)
     synthesizer = Synthesizer(model, runtime)

@@ -62,16 +62,20 @@ CPU_PREFERENCE = (("onnxruntime", None), ("torch", "fp32"))
 CUDA_PREFERENCE = (("tensorrt", "fp16"), ("onnxruntime", None), ("torch", "fp16"))
 
 
-def choose_auto(model: ModelFiles, device: torch.device) -> tuple[str, str | None]:
-    """The fastest backend (and dtype) that can run here."""
+def choose_auto(model: ModelFiles, device: torch.device, dtype: str | None = None) -> tuple[str, str | None]:
+    """The fastest backend (and dtype) that can run here, in ``dtype`` when one is asked for."""
     preference = CUDA_PREFERENCE if device.type == "cuda" else CPU_PREFERENCE
+    export_dtype = str(model.manifest.get("onnx", {}).get("dtype", "fp32")) if model.kind == "artifact" else None
     skipped = []
-    for name, dtype in preference:
+    for name, preferred in preference:
         reason = unavailable_reason(name, model, device)
+        if reason is None and dtype is not None and name != "torch" and dtype != export_dtype:
+            reason = f"runs the artifact's export dtype {export_dtype}, not {dtype}"
         if reason is None:
-            logger.info("backend auto -> %s%s on %s (%s)", name, f" {dtype}" if dtype else "", device,
+            chosen = dtype or preferred
+            logger.info("backend auto -> %s%s on %s (%s)", name, f" {chosen}" if chosen else "", device,
                         "; ".join(skipped) or "first choice")
-            return name, dtype
+            return name, chosen
         skipped.append(f"{name}: {reason}")
     raise InvalidArgumentError("no backend can run this model: " + "; ".join(skipped))
 
