@@ -78,3 +78,11 @@ def test_bench_backend_specs(text, expected) -> None:
 def test_bad_bench_backend_specs(text) -> None:
     with pytest.raises(InvalidArgumentError, match="NAME\\[:DTYPE"):
         BackendSpec.parse(text)
+
+
+def test_a_compiled_synthesizer_reloads_compiled_in_other_processes(model_dir) -> None:
+    from histoaug.mixing.sources import ModelSource
+
+    synth = histoaug.load_synthesizer(model_dir, backend="torch", dtype="bf16", compile=True)  # compiles lazily
+    reloadable = ModelSource(synth).reloadable()
+    assert (reloadable.backend, reloadable.dtype, reloadable.compile) == ("torch", "bf16", True)
