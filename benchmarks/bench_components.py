@@ -1,6 +1,7 @@
 """Where a batch's time goes: one UNet call (CFG batch) and one VAE decode, per runtime, interleaved.
 
-Uses the histoaug backends themselves (``torch:fp32`` is diffusers' own UNet/VAE arithmetic),
+Uses the histoaug backends themselves (``torch:fp32`` runs diffusers' own UNet/VAE modules, with
+histoaug's CPU attention processor, equal to diffusers' within 1e-5),
 round-robin with the best time kept, so load from other processes biases none of them alone.
 Prints, per runtime, the seconds per call, GFLOP/s and fraction of the measured bf16 matmul
 ceiling, the batch time they imply at ``--steps``, and the patches/s the ceiling itself allows.

@@ -87,7 +87,7 @@ def test_png_tree(model, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_midway_then_resume_gives_identical_datasets(model, tmp_path):
+def test_sigkill_midway_then_resume_gives_identical_datasets(model, tmp_path, capsys):
     env = {**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE"}
     args = ["--n", "24", "--model", str(model), "--batch-size", "4", *FAST]
     killed = tmp_path / "killed.h5"
@@ -111,6 +111,9 @@ def test_sigkill_midway_then_resume_gives_identical_datasets(model, tmp_path):
     assert 8 <= rows_done < 24, "the run was not killed midway"
     assert not killed.exists() and work.exists()
 
+    # another runtime rounds differently: resuming under it would mix two runtimes in one file
+    assert main(["generate", "--out", str(killed), "--resume", "--dtype", "bf16", *args]) == 2
+    assert "another runtime" in capsys.readouterr().err and work.exists()
     assert main(["generate", "--out", str(killed), "--resume", *args]) == 0
     assert not work.exists()
     assert main(["generate", "--out", str(tmp_path / "straight.h5"), *args]) == 0

@@ -95,6 +95,23 @@ def test_long_sequences_keep_the_fused_kernel(monkeypatch) -> None:
     assert calls == [1]
 
 
+@pytest.mark.parametrize("kind", ["scale_qk_false", "added_kv", "custom_processor"])
+def test_modules_it_does_not_match_keep_their_processor(kind) -> None:
+    from diffusers.models.attention_processor import AttnAddedKVProcessor2_0, AttnProcessor
+
+    torch.manual_seed(0)
+    if kind == "scale_qk_false":  # diffusers gives it AttnProcessor with scale 1.0
+        module = Attention(query_dim=64, heads=2, dim_head=32, scale_qk=False)
+    elif kind == "added_kv":  # SimpleCrossAttn blocks: extra K/V projections of the context
+        module = Attention(query_dim=64, cross_attention_dim=48, heads=2, dim_head=32, added_kv_proj_dim=48,
+                           norm_num_groups=8, processor=AttnAddedKVProcessor2_0())
+    else:
+        module = Attention(query_dim=64, heads=2, dim_head=32, processor=AttnProcessor())
+    before = module.processor
+    assert not ShortSequenceAttnProcessor.supports(module)
+    assert use_short_sequence_attention(module) == 0 and module.processor is before
+
+
 def test_installs_on_every_supported_module_of_a_unet_and_vae() -> None:
     from histoaug.models import build_pipeline
 

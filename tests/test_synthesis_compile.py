@@ -45,13 +45,26 @@ def test_compile_is_refused_off_the_torch_backend(tmp_path_factory, model_dir) -
         histoaug.load_synthesizer(artifact, backend="onnxruntime", compile=True)
 
 
-def test_compile_without_a_cxx_compiler_says_why(model_dir, monkeypatch) -> None:
-    monkeypatch.setenv("PATH", "")
+def test_compile_without_a_cxx_compiler_says_why(model_dir) -> None:
     from torch._inductor import config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "g++"))
-    with pytest.raises(InvalidArgumentError, match="C\\+\\+ compiler"):
+    with (inductor_config.patch({"cpp.cxx": (None, "no-such-compiler++")}),
+          pytest.raises(InvalidArgumentError, match=r"no working C\+\+ compiler")):
         histoaug.load_synthesizer(model_dir, backend="torch", compile=True)
+
+
+@needs_compiler
+def test_a_failing_compile_is_one_typed_error(model_dir, monkeypatch) -> None:
+    from torch._inductor.exc import InductorError
+
+    synth = histoaug.load_synthesizer(model_dir, backend="torch", compile=True)
+
+    def failing_unet(*args, **kwargs):
+        raise InductorError(RuntimeError("C++ compile error: omp.h not found\nlong log"), "")
+
+    monkeypatch.setattr(synth._backend, "unet", failing_unet)
+    with pytest.raises(InvalidArgumentError, match=r"torch\.compile cannot compile this model here .*omp\.h"):
+        synth.generate([0], [1], steps=1)
 
 
 def test_generate_cli_refuses_compile_on_onnxruntime(tmp_path_factory, tmp_path, capsys) -> None:
@@ -74,15 +87,30 @@ def test_bench_backend_specs(text, expected) -> None:
     assert BackendSpec.parse(text).label.endswith("compiled") == expected.compile
 
 
-@pytest.mark.parametrize("text", ["", "torch:bf16:fast", "a:b:c:d"])
-def test_bad_bench_backend_specs(text) -> None:
-    with pytest.raises(InvalidArgumentError, match="NAME\\[:DTYPE"):
+@pytest.mark.parametrize("text,match", [
+    ("", "NAME\\[:DTYPE"), ("torch:bf16:fast", "NAME\\[:DTYPE"), ("a:b:c:d", "NAME\\[:DTYPE"),
+    ("tourch:fp32", "unknown backend 'tourch'"), ("torch:int8", "unknown dtype 'int8'"),
+    ("onnxruntime:fp32:compile", "compile applies to the torch backend"),
+])
+def test_bad_bench_backend_specs(text, match) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
         BackendSpec.parse(text)
 
 
-def test_a_compiled_synthesizer_reloads_compiled_in_other_processes(model_dir) -> None:
+def test_bench_refuses_a_bad_spec_before_building_anything(tmp_path, capsys) -> None:
+    code = main(["bench", "--preset", "tiny", "--workdir", str(tmp_path / "work"), "--backends", "torch:int8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "unknown dtype 'int8'" in err[0]
+    assert not (tmp_path / "work").exists()
+
+
+@needs_compiler
+def test_a_compiled_synthesizer_is_reloaded_compiled(model_dir) -> None:
+    """What the mixing pool's producer process receives and loads (torch.compile is lazy: cheap)."""
     from histoaug.mixing.sources import ModelSource
 
-    synth = histoaug.load_synthesizer(model_dir, backend="torch", dtype="bf16", compile=True)  # compiles lazily
+    synth = histoaug.load_synthesizer(model_dir, backend="torch", dtype="bf16", compile=True)
     reloadable = ModelSource(synth).reloadable()
     assert (reloadable.backend, reloadable.dtype, reloadable.compile) == ("torch", "bf16", True)
+    reloaded = reloadable.synthesizer
+    assert reloaded is not synth and (reloaded.backend, reloaded.dtype, reloaded.compiled) == ("torch", "bf16", True)

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
         del synthesizer  # each Ray worker loads its own
         summary = write_pcam_with_ray(
-            args.model, settings, args.out, model_id=model_id, runtime=runtime, workers=args.ray_workers,
+            args.model, settings, args.out, model_id=model_id, **runtime, workers=args.ray_workers,
             address=args.ray_address, attrs=provenance, overwrite=args.overwrite,
         )
     elif args.format == "pcam":

@@ -165,8 +165,8 @@ class PCamWriter:
         if found != expected or not same_plan or not same_shape:
             handle.close()
             raise InvalidArgumentError(
-                f"{self._work} was written with other settings; it cannot be resumed with these "
-                "(discard it with --overwrite)"
+                f"{self._work} was written with other settings or another runtime (backend, dtype, compile, "
+                "device); it cannot be resumed with these (discard it with --overwrite)"
             )
         logger.info("resuming %s", self._work)
         return handle

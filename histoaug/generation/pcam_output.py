@@ -27,6 +27,7 @@ class PatchSource(Protocol):
     """What generation needs from a ``Synthesizer``."""
 
     prompts: PromptBank
+    runtime_id: str  # backend, dtype, compile, device: part of the resume fingerprint
 
     def generate(self, labels: Any, seeds: Any, prompt_ids: Any = None, **settings: Any) -> np.ndarray: ...
 
@@ -95,7 +96,7 @@ def write_pcam(
     }
     writer = PCamWriter(
         out, last - first, extra=EXTRA_DATASETS, attrs=run_attrs,
-        plan=settings.fingerprint(model_id) + f":{first}-{last}",
+        plan=settings.fingerprint(model_id, source.runtime_id) + f":{first}-{last}",
         resume=resume, overwrite=overwrite,
     )
     done = writer.rows_written

@@ -47,8 +47,8 @@ def _prepare_work_dir(work: Path, plan: str, resume: bool, overwrite: bool) -> N
             recorded = json.loads(plan_file.read_text()).get("plan") if plan_file.exists() else None
             if recorded != plan:
                 raise InvalidArgumentError(
-                    f"{work} was written with other settings; it cannot be resumed with these "
-                    "(discard it with --overwrite)"
+                    f"{work} was written with other settings or another runtime (backend, dtype, compile, "
+                    "device); it cannot be resumed with these (discard it with --overwrite)"
                 )
             return
         if not overwrite:
@@ -77,7 +77,7 @@ def write_png_tree(
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     work = out.with_name(out.name + ".partial")
     try:
-        _prepare_work_dir(work, settings.fingerprint(model_id), resume, overwrite)
+        _prepare_work_dir(work, settings.fingerprint(model_id, source.runtime_id), resume, overwrite)
     except OSError as exc:
         raise OutputWriteError(f"cannot create {work}: {exc.strerror or exc}") from exc
     assigner = assigner_for(source, settings)

@@ -73,7 +73,10 @@ def write_pcam_with_ray(
     out: Path,
     *,
     model_id: str,
-    runtime: dict[str, Any] | None = None,
+    backend: str = "auto",
+    device: str | None = None,
+    dtype: str | None = None,
+    compile: bool = False,
     workers: int = 2,
     address: str | None = None,
     attrs: dict[str, Any] | None = None,
@@ -81,8 +84,8 @@ def write_pcam_with_ray(
 ) -> RunSummary:
     """Generate with ``workers`` Ray actors, then merge their shards into ``out``.
 
-    ``runtime``: the keyword arguments of ``load_synthesizer`` besides the source (backend,
-    device, dtype, compile); each actor loads its own synthesizer with them.
+    ``backend``, ``device``, ``dtype``, ``compile``: as for ``load_synthesizer``; each actor
+    loads its own synthesizer with them.
     """
     try:
         import ray
@@ -123,7 +126,8 @@ def write_pcam_with_ray(
             results = dataset.map_batches(
                 _ShardWorker,
                 fn_constructor_kwargs={
-                    "model": model, "runtime": dict(runtime or {}), "threads": threads,
+                    "model": model, "threads": threads,
+                    "runtime": {"backend": backend, "device": device, "dtype": dtype, "compile": compile},
                 },
                 batch_size=1,
                 concurrency=len(jobs),

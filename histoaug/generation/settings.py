@@ -48,7 +48,9 @@ class GenerationSettings:
         """The run's batch layout: ``(start, stop)`` of every index block."""
         return [(start, min(start + self.batch_size, self.n)) for start in range(0, self.n, self.batch_size)]
 
-    def fingerprint(self, model_id: str) -> str:
-        """Hash of the settings and the model: a work file resumes only under the same one."""
-        payload = json.dumps({"model": model_id, **asdict(self)}, sort_keys=True)
+    def fingerprint(self, model_id: str, runtime: str = "") -> str:
+        """Hash of the settings, the model and the runtime (``Synthesizer.runtime_id``): a work file
+        resumes only under the same one, since another backend, dtype, compile setting or device
+        rounds differently and the file would no longer equal an uninterrupted run."""
+        payload = json.dumps({"model": model_id, "runtime": runtime, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()

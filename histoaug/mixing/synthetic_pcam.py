@@ -44,7 +44,9 @@ class SyntheticPCam(Dataset):
         transform, target_transform: applied to every item, real or synthetic.
         seed: with the epoch, decides which items are synthetic and what they show.
         synthetic_labels: ``"match"`` (default), ``"balanced"`` or a fraction of label 1.
-        backend, device, generate_options: passed to the model (``steps``, ``guidance``, ...).
+        backend, device, dtype, compile: how the model runs, as for ``load_synthesizer``
+            (``dtype="bf16", compile=True``: the fastest CPU path for long training runs).
+        generate_options: passed to ``generate`` (``steps``, ``guidance``, ...).
         pool: with a model, run it in one background producer process that generates ahead
             of the loader (default, ``True`` or a ``PoolConfig``); ``False`` generates on
             demand inside each DataLoader worker instead. Ignored for a generated file.
@@ -63,6 +65,8 @@ class SyntheticPCam(Dataset):
         synthetic_labels: str | float = "match",
         backend: str = "auto",
         device: str | None = None,
+        dtype: str | None = None,
+        compile: bool = False,
         generate_options: dict[str, Any] | None = None,
         pool: bool | PoolConfig = True,
     ) -> None:
@@ -79,7 +83,8 @@ class SyntheticPCam(Dataset):
         self.source = None
         if self.ratio > 0:
             self.source = open_source(
-                synthesizer, backend=backend, device=device, generate_options=generate_options
+                synthesizer, backend=backend, device=device, dtype=dtype, compile=compile,
+                generate_options=generate_options,
             )
             if isinstance(self.source, FileSource):
                 self.source.check_labels(set(np.unique(self.plan.slot_labels).tolist()))
@@ -88,16 +93,18 @@ class SyntheticPCam(Dataset):
         if isinstance(self.source, ModelSource) and pool is not False:
             config = pool if isinstance(pool, PoolConfig) else PoolConfig()
             recipe = PlanRecipe(self.real.labels, self.ratio, self.seed, self.synthetic_labels)
-            self._pool = SynthesisPool(self.source.reloadable(), recipe, self._epoch, config,
-                                       model_key=self._pool_key(backend, generate_options, config))
+            reloadable = self.source.reloadable()
+            self._pool = SynthesisPool(reloadable, recipe, self._epoch, config,
+                                       model_key=self._pool_key(reloadable, generate_options, config))
             self._pool_client = self._pool.client()
 
-    def _pool_key(self, backend: str, generate_options: dict[str, Any] | None, config: PoolConfig) -> str:
+    def _pool_key(self, source: ModelSource, generate_options: dict[str, Any] | None, config: PoolConfig) -> str:
         """Store name: everything that decides the patches (so a warm store is only reused when valid)."""
         spec = self.source.spec
         identity = getattr(spec, "model_id", None) or str(spec)
+        runtime = {"backend": source.backend, "device": source.device, "dtype": source.dtype, "compile": source.compile}
         payload = json.dumps({
-            "model": identity, "backend": backend, "options": generate_options or {},
+            "model": identity, "runtime": runtime, "options": generate_options or {},
             "seed": self.seed, "ratio": self.ratio, "labels": str(self.synthetic_labels),
             "real": hashlib.sha256(self.real.labels.tobytes()).hexdigest(), "block": config.batch_size,
         }, sort_keys=True, default=str)

@@ -36,7 +36,8 @@ class SyntheticSwap(A.ImageOnlyTransform):
         synthesizer: ``"default"``, a model or artifact dir, a ``Synthesizer``, or a generated
             ``.h5`` file.
         p: probability of swapping.
-        backend, device, generate_options: passed to the model (``steps``, ``guidance``, ...).
+        backend, device, dtype, compile: how the model runs, as for ``load_synthesizer``.
+        generate_options: passed to ``generate`` (``steps``, ``guidance``, ...).
     """
 
     def __init__(
@@ -46,12 +47,16 @@ class SyntheticSwap(A.ImageOnlyTransform):
         *,
         backend: str = "auto",
         device: str | None = None,
+        dtype: str | None = None,
+        compile: bool = False,
         generate_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(p=p)
         self.synthesizer = synthesizer
         self.backend = backend
         self.device = device
+        self.dtype = dtype
+        self.compile = compile
         self.generate_options = dict(generate_options or {})
         self._source: FileSource | ModelSource | None = None
 
@@ -59,8 +64,8 @@ class SyntheticSwap(A.ImageOnlyTransform):
     def source(self) -> FileSource | ModelSource:
         if self._source is None:
             self._source = open_source(
-                self.synthesizer, backend=self.backend, device=self.device,
-                generate_options=self.generate_options,
+                self.synthesizer, backend=self.backend, device=self.device, dtype=self.dtype,
+                compile=self.compile, generate_options=self.generate_options,
             )
         return self._source
 
@@ -104,7 +109,7 @@ class SyntheticSwap(A.ImageOnlyTransform):
         return synthesizer.generate([label], [seed], [prompt_id], **source.generate_options)[0]
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("synthesizer", "backend", "device", "generate_options")
+        return ("synthesizer", "backend", "device", "dtype", "compile", "generate_options")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

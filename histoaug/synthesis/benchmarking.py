@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from histoaug.errors import InvalidArgumentError
 from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 from histoaug.synthesis.model_source import open_model
 from histoaug.synthesis.schedulers import make_scheduler
+
+if TYPE_CHECKING:
+    from histoaug.synthesis.synthesizer import Synthesizer
 
 logger = logging.getLogger(__name__)
 
@@ -162,17 +166,36 @@ class BackendSpec:
 
     @classmethod
     def parse(cls, text: str) -> BackendSpec:
-        """``NAME[:DTYPE[:compile]]``, e.g. ``onnxruntime``, ``torch:bf16``, ``torch:bf16:compile``."""
+        """``NAME[:DTYPE[:compile]]``, e.g. ``onnxruntime``, ``torch:bf16``, ``torch:bf16:compile``.
+
+        Checked here, before any model is built or exported: known backend and dtype, compile
+        only for torch and only where Inductor finds a C++ compiler.
+        """
+        from histoaug.synthesis.backends.selection import BACKEND_NAMES
+        from histoaug.synthesis.backends.torch_backend import DTYPES, compile_unavailable_reason
+
         parts = text.strip().split(":")
         if not parts[0] or len(parts) > 3 or (len(parts) == 3 and parts[2] != "compile"):
             raise InvalidArgumentError(f"backend spec must be NAME[:DTYPE[:compile]], got {text!r}")
-        return cls(parts[0], parts[1] if len(parts) > 1 and parts[1] else "fp32", len(parts) == 3)
+        spec = cls(parts[0], parts[1] if len(parts) > 1 and parts[1] else "fp32", len(parts) == 3)
+        if spec.name not in BACKEND_NAMES:
+            raise InvalidArgumentError(f"unknown backend {spec.name!r} in {text!r}; choose one of "
+                                       f"{', '.join(BACKEND_NAMES)}")
+        if spec.dtype not in DTYPES:
+            raise InvalidArgumentError(f"unknown dtype {spec.dtype!r} in {text!r}; choose one of {', '.join(DTYPES)}")
+        if spec.compile and spec.name != "torch":
+            raise InvalidArgumentError(f"compile applies to the torch backend, not {spec.name!r} ({text!r})")
+        if spec.compile and (reason := compile_unavailable_reason(torch.device("cpu"))) is not None:
+            raise InvalidArgumentError(f"{text!r}: torch backend cannot compile here: {reason}")
+        return spec
 
     @property
     def label(self) -> str:
+        """The runtime's name in reports, e.g. ``histoaug torch bf16 compiled``."""
         return f"histoaug {self.name} {self.dtype}" + (" compiled" if self.compile else "")
 
-    def load(self, model: Path, artifact: Path | None):
+    def load(self, model: Path, artifact: Path | None) -> Synthesizer:
+        """This runtime on the CPU: torch runs the pipeline dir, the ONNX backends the artifact."""
         from histoaug.synthesis.synthesizer import load_synthesizer
 
         return load_synthesizer(model if self.name == "torch" else artifact, backend=self.name, device="cpu",

@@ -54,6 +54,11 @@ class Synthesizer:
         return bool(getattr(self._backend, "compiled", False))
 
     @property
+    def runtime_id(self) -> str:
+        """What decides the rounding besides model and settings: backend, dtype, compile, device type."""
+        return f"{self.backend}:{self.dtype}:{'compiled' if self.compiled else 'eager'}:{self.device.type}"
+
+    @property
     def device(self) -> torch.device:
         return self._backend.device
 

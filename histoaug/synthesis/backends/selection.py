@@ -59,7 +59,8 @@ def unavailable_reason(name: str, model: ModelFiles, device: torch.device) -> st
 
 # Measured order on CPU (benchmarks/RESULTS.md, "Synthesis (issue 3)") and the usual order on GPUs.
 CPU_PREFERENCE = (("onnxruntime", None), ("torch", "fp32"))
-CUDA_PREFERENCE = (("tensorrt", "fp16"), ("onnxruntime", None), ("torch", "fp16"))
+# None: the ONNX backends run the artifact's export dtype (export with --dtype fp16 for fp16 engines)
+CUDA_PREFERENCE = (("tensorrt", None), ("onnxruntime", None), ("torch", "fp16"))
 
 
 def choose_auto(model: ModelFiles, device: torch.device, dtype: str | None = None) -> tuple[str, str | None]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
 import warnings
 from pathlib import Path
 
@@ -66,6 +65,7 @@ class TorchBackend:
             use_short_sequence_attention(self.unet)
             use_short_sequence_attention(self.vae)
         self.compiled = bool(compile)
+        self._compiled_shapes: set[tuple[int, ...]] = set()
         if self.compiled:
             # freezing folds the (inference-only) weights into the graph, so Inductor can prepack them
             self.unet = torch.compile(self.unet, dynamic=False, options={"freezing": True})
@@ -77,11 +77,29 @@ class TorchBackend:
 
     @torch.inference_mode()
     def predict_noise(self, latents: torch.Tensor, timesteps: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        with warnings.catch_warnings():
-            # tracing diffusers' cached torch-version checks warns once per check; they are constants
-            warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
-            out = self.unet(self._prepare(latents), timesteps.to(self.device),
-                            embeddings.to(device=self.device, dtype=self.torch_dtype), return_dict=False)[0]
+        inputs = (self._prepare(latents), timesteps.to(self.device),
+                  embeddings.to(device=self.device, dtype=self.torch_dtype))
+        if not self.compiled:
+            return self.unet(*inputs, return_dict=False)[0].float().contiguous()
+        shape = tuple(inputs[0].shape)
+        if shape not in self._compiled_shapes:
+            limit = torch._dynamo.config.recompile_limit
+            if len(self._compiled_shapes) >= limit:
+                logger.warning("torch backend: %d batch shapes compiled already; torch.compile's recompile limit "
+                               "(%d) runs new shapes eagerly (slower, rounds differently). Use one batch size.",
+                               len(self._compiled_shapes), limit)
+            else:
+                logger.info("torch backend: compiling the UNet for batch shape %s (once per shape)", shape)
+        try:
+            with warnings.catch_warnings():
+                # tracing diffusers' cached torch-version checks warns once per check; they are constants
+                warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+                out = self.unet(*inputs, return_dict=False)[0]
+        except (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InvalidArgumentError(f"torch.compile cannot compile this model here ({first_line}); "
+                                       "run without compile") from exc
+        self._compiled_shapes.add(shape)
         return out.float().contiguous()
 
     @torch.inference_mode()
@@ -92,11 +110,12 @@ class TorchBackend:
 def compile_unavailable_reason(device: torch.device) -> str | None:
     """None when ``torch.compile`` (Inductor) can build kernels for ``device``, else why not."""
     if device.type == "cpu":
-        from torch._inductor import config as inductor_config
+        from torch._inductor import cpp_builder
 
-        compiler = inductor_config.cpp.cxx[-1] if inductor_config.cpp.cxx else None
-        if not any(shutil.which(name) for name in (compiler, "g++", "clang++") if name):
-            return "Inductor needs a C++ compiler (g++ or clang++) on PATH"
+        try:  # the same search Inductor itself makes (torch._inductor.config.cpp.cxx, $CXX)
+            cpp_builder.get_cpp_compiler()
+        except Exception as exc:  # InvalidCxxCompiler and whatever the probe raises
+            return f"Inductor finds no working C++ compiler ({exc}); install g++ or set $CXX"
         return None
     if device.type == "cuda" and importlib.util.find_spec("triton") is None:
         return "Inductor needs triton on CUDA"
