@@ -66,8 +66,14 @@ def onnxruntime_providers() -> list[str]:
 
 def backend_availability(devices: list[str], providers: list[str]) -> dict[str, str]:
     """Each synthesis backend -> 'available (...)' or 'unavailable: reason'."""
+    import torch
+
+    from histoaug.synthesis.backends.torch_backend import compile_unavailable_reason
+
     torch_devices = "cpu" + (", cuda" if devices else "")
-    report = {"torch": f"available ({torch_devices})"}
+    reason = compile_unavailable_reason(torch.device("cpu"))
+    compile_state = "compile on cpu: yes" if reason is None else f"compile on cpu: no, {reason}"
+    report = {"torch": f"available ({torch_devices}; {compile_state})"}
     if providers:
         report["onnxruntime"] = f"available ({', '.join(providers)})"
     else:

@@ -99,6 +99,7 @@ def test_cli_help_version_and_info():
     assert info.returncode == 0
     report = json.loads(info.stdout)
     assert report["backends"]["torch"].startswith("available")
+    assert "compile on cpu: " in report["backends"]["torch"]  # yes, or no with Inductor's reason
     assert report["backends"]["tensorrt"].startswith("unavailable")
     assert report["packages"]["h5py"]
 
