@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.data_loading import build_files
 from histoaug import SyntheticPCam, load_synthesizer
-from histoaug.generation.assignments import SampleAssigner
 from histoaug.generation.pcam_output import generate_block, write_pcam
 from histoaug.generation.settings import GenerationSettings
 from histoaug.mixing.pool import PoolConfig
 from histoaug.models import build_pipeline, save_pipeline
 from histoaug.prompts import Prompt, PromptBank
+from histoaug.seeding import SampleAssigner
 
 
 def morphology_bank(types: int = 33) -> PromptBank:

@@ -10,8 +10,8 @@ import pytest
 from torch.utils.data import DataLoader
 
 from histoaug import ArtifactError, PoolConfig, SyntheticPCam, load_synthesizer
-from histoaug.generation.assignments import SampleAssigner
 from histoaug.mixing.synthetic_swap import SyntheticSwap
+from histoaug.seeding import SampleAssigner
 from tests.pcam_files import random_patches, write_release_split
 from tests.synthesis_models import tiny_model_dir
 

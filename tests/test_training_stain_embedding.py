@@ -9,8 +9,8 @@ import pytest
 
 from histoaug import PCam, sample_root
 from histoaug.errors import InvalidArgumentError
-from histoaug.generation.assignments import SampleAssigner
 from histoaug.prompts import Prompt, PromptBank
+from histoaug.seeding import SampleAssigner
 from histoaug.synthesis.requests import build_request
 from histoaug.training import PromptBuildConfig, build_prompts
 from histoaug.training.embedding import load_embedder

@@ -82,10 +82,10 @@ def _check_output(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from histoaug import load_synthesizer
-    from histoaug.generation.assignments import parse_label_spec
     from histoaug.generation.pcam_output import write_pcam
     from histoaug.generation.png_output import write_png_tree
     from histoaug.generation.settings import GenerationSettings
+    from histoaug.seeding import parse_label_spec
 
     settings = GenerationSettings(
         n=args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         "prompts": args.prompts,
         "command_line": shlex.join(args.command_line),
     }
-    from histoaug.generation.assignments import SampleAssigner
+    from histoaug.seeding import SampleAssigner
 
     SampleAssigner(synthesizer.prompts, run_seed=settings.seed, fraction_tumour=settings.fraction_tumour,
                    prompt_ids=settings.prompt_ids)  # unknown prompt ids fail here, before any write

@@ -14,9 +14,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from histoaug.data.pcam_writer import PCamWriter
-from histoaug.generation.assignments import Assignment, SampleAssigner
 from histoaug.generation.settings import GenerationSettings
 from histoaug.prompts import PromptBank
+from histoaug.seeding import Assignment, SampleAssigner
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from histoaug.errors import InvalidArgumentError
-from histoaug.generation.assignments import index_hash, labels_for
+from histoaug.seeding import index_hash, labels_for
 
 _EPOCH_STREAM = 0x5EED
 

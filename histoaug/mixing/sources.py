@@ -10,8 +10,8 @@ import numpy as np
 
 from histoaug.data.pcam import PCam
 from histoaug.errors import InvalidArgumentError
-from histoaug.generation.assignments import SampleAssigner
 from histoaug.mixing.epoch_plan import EpochPlan
+from histoaug.seeding import SampleAssigner
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What sample ``i`` of a synthetic dataset is: its label, prompt and noise seed.
+"""Per-sample seeding, shared by generation and mixing: what sample ``i`` is (label, prompt, noise seed).
 
 Everything here is a pure function of (run seed, i) and the options, never of a random stream
 consumed in order, so any block of indices can be computed on its own: by a resumed run, by one

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from histoaug import InvalidArgumentError
-from histoaug.generation.assignments import SampleAssigner, labels_for, parse_label_spec
 from histoaug.generation.settings import GenerationSettings
 from histoaug.prompts import Prompt, PromptBank
+from histoaug.seeding import SampleAssigner, labels_for, parse_label_spec
 
 
 def morphology_bank(types: int = 3) -> PromptBank:
