@@ -29,9 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"),
                         help="torch backend weights dtype (default: fp32 on CPU, fp16 on CUDA); "
                         "ONNX backends run the artifact's export dtype")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch backend: torch.compile the UNet (one-time compile of ~30 s per batch shape; "
-                        "the fastest CPU path for long runs, with --dtype bf16)")
+    compile_group = parser.add_mutually_exclusive_group()
+    compile_group.add_argument("--compile", dest="compile", action="store_true", default=None,
+                               help="torch backend: compile the UNet ahead of time (~30 s per batch shape the first "
+                               "time on a machine, ~1 s from the compile cache later). Default: --backend auto "
+                               "compiles (bf16) on the CPU when the job is long enough for it to pay")
+    compile_group.add_argument("--no-compile", dest="compile", action="store_false",
+                               help="never compile (auto then picks the fastest uncompiled runtime)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
@@ -93,8 +97,11 @@ def run(args: argparse.Namespace) -> int:
         fraction_tumour=parse_label_spec(args.labels), prompt_ids=_prompt_ids(args.prompts),
     )
     _check_output(args)
-    runtime = {"backend": args.backend, "device": args.device, "dtype": args.dtype, "compile": args.compile}
-    synthesizer = load_synthesizer(args.model, **runtime)
+    synthesizer = load_synthesizer(args.model, args.backend, args.device, dtype=args.dtype, compile=args.compile,
+                                   expected_patches=settings.n)
+    # Ray workers load exactly the runtime resolved here, so every shard rounds the same
+    runtime = {"backend": synthesizer.backend, "device": args.device, "dtype": synthesizer.dtype,
+               "compile": synthesizer.compiled}
     model_id = synthesizer.model_id
     provenance = {
         "histoaug_version": __version__,
@@ -103,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         "backend": synthesizer.backend,
         "dtype": synthesizer.dtype,
         "compiled": synthesizer.compiled,
+        "runtime_id": synthesizer.runtime_id,
+        "runtime_choice": f"--backend {args.backend}: {synthesizer.choice.reason}",
         "sampler": settings.scheduler,
         "steps": settings.steps,
         "guidance": settings.guidance,

@@ -7,6 +7,7 @@ backends differ only in how fast (and how exactly) they evaluate the networks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,11 +21,27 @@ from histoaug.synthesis.schedulers import SCHEDULER_NAMES, make_scheduler
 
 
 class Backend(Protocol):
-    """What the sampling loop needs from a runtime."""
+    """What the sampling loop needs from a runtime, and its lifecycle (prepare -> calls -> close)."""
 
     name: str
     device: torch.device
     dtype: str
+
+    def prepare(self, batch_sizes: Sequence[int]) -> None:
+        """Do all compilation / graph capture / engine building for these (UNet) batch sizes now,
+        outside any timing. Idempotent; generate() calls it lazily for shapes not prepared yet."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions / engines / graphs / compiled code. Idempotent."""
+        ...
+
+    @property
+    def runtime_id(self) -> dict[str, str]:
+        """Everything besides (model, prompt, seed, sampler settings) that decides the rounding:
+        backend, device (type + name), dtype, attention implementation, compile / graph mode and
+        the runtime library versions. ``Synthesizer.runtime_id`` serialises it (sorted JSON)."""
+        ...
 
     def predict_noise(self, latents: torch.Tensor, timesteps: torch.Tensor,
                       embeddings: torch.Tensor) -> torch.Tensor:

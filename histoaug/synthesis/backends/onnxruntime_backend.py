@@ -10,12 +10,14 @@ the graph), so the sampling loop is the same.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from histoaug.errors import ArtifactError, InvalidArgumentError
+from histoaug.synthesis.backends.runtime_info import device_description, library_versions
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,20 @@ class OnnxRuntimeBackend:
         self._vae_input = self.vae.get_inputs()[0].name
         if self._unet_inputs != ["sample", "timestep", "encoder_hidden_states"]:
             raise ArtifactError(f"{onnx_dir / UNET_FILE}: unexpected inputs {self._unet_inputs}")
+
+    def prepare(self, batch_sizes: Sequence[int]) -> None:
+        """Nothing to build ahead: the sessions are created at load and take any batch size."""
+
+    def close(self) -> None:
+        """Release both sessions (idempotent)."""
+        self.unet = self.vae = None
+
+    @property
+    def runtime_id(self) -> dict[str, str]:
+        providers = ",".join(self.unet.get_providers()) if self.unet is not None else "closed"
+        return {"backend": self.name, "device": device_description(self.device), "dtype": self.dtype,
+                "attention": "onnx Attention (opset 23)", "compile": f"onnxruntime graph optimisation ({providers})",
+                "libraries": library_versions("onnxruntime", "onnxruntime-gpu")}
 
     # --- CPU: numpy views of CPU tensors, no copies --------------------------------------------
     def _run_cpu(self, session, feeds: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -14,12 +14,14 @@ import hashlib
 import importlib.util
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from histoaug.errors import ArtifactError, InvalidArgumentError
 from histoaug.synthesis.backends.onnxruntime_backend import UNET_FILE, VAE_DECODER_FILE
+from histoaug.synthesis.backends.runtime_info import device_description, library_versions
 from histoaug.synthesis.manifest import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -148,6 +150,21 @@ class TensorRTBackend:
                 build_engine(onnx_path, path, self.dtype, shapes, cache_dir() / "timing.cache")
             self._engines[key] = _Engine(path)
         return self._engines[key]
+
+    def prepare(self, batch_sizes: Sequence[int]) -> None:
+        """Build (or load) the UNet engine of each UNet batch size now, outside any timing."""
+        for batch in sorted(set(int(b) for b in batch_sizes)):
+            self._engine("unet", batch)
+
+    def close(self) -> None:
+        """Release the engines and their execution contexts (idempotent)."""
+        self._engines.clear()
+
+    @property
+    def runtime_id(self) -> dict[str, str]:
+        return {"backend": self.name, "device": device_description(self.device), "dtype": self.dtype,
+                "attention": "tensorrt", "compile": "tensorrt engines (static shapes)",
+                "libraries": library_versions("tensorrt")}
 
     def predict_noise(self, latents: torch.Tensor, timesteps: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         engine = self._engine("unet", latents.shape[0])
