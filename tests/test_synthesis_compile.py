@@ -118,15 +118,18 @@ def test_generate_cli_refuses_compile_on_onnxruntime(tmp_path_factory, tmp_path,
     ("onnxruntime", BackendSpec("onnxruntime", "fp32", False)),
     ("torch:bf16", BackendSpec("torch", "bf16", False)),
     ("torch:bf16:compile", BackendSpec("torch", "bf16", True)),
+    ("auto", BackendSpec("auto", "", False)),
 ])
 def test_bench_backend_specs(text, expected) -> None:
     assert BackendSpec.parse(text) == expected
     assert BackendSpec.parse(text).label.endswith("compiled") == expected.compile
+    assert BackendSpec.parse(text).label.endswith("auto") == (text == "auto")
 
 
 @pytest.mark.parametrize("text,match", [
     ("", "NAME\\[:DTYPE"), ("torch:bf16:fast", "NAME\\[:DTYPE"), ("a:b:c:d", "NAME\\[:DTYPE"),
-    ("tourch:fp32", "unknown backend 'tourch'"), ("torch:int8", "unknown dtype 'int8'"),
+    ("tourch:fp32", "unknown backend 'tourch'"), ("auto:bf16", "unknown backend 'auto'"),
+    ("torch:int8", "unknown dtype 'int8'"),
     ("onnxruntime:fp32:compile", "compile applies to the torch backend"),
 ])
 def test_bad_bench_backend_specs(text, match) -> None:

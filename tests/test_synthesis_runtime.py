@@ -83,6 +83,15 @@ def test_guidance_one_skips_uncond(synth, monkeypatch) -> None:
     batches.clear()
     synth.generate([0, 1, 0], [1, 2, 3], steps=2, guidance=2.0)
     assert batches == [6, 6]  # cond and uncond in one UNet call
+    batches.clear()
+    fast = synth.generate([0, 1, 0], [1, 2, 3], steps=4, guidance=2.0, guidance_until=0.5)
+    assert batches == [6, 6, 3, 3]  # fast mode: CFG over the first half of the steps only
+    monkeypatch.undo()
+    exact = synth.generate([0, 1, 0], [1, 2, 3], steps=4, guidance=2.0)
+    np.testing.assert_array_equal(synth.generate([0, 1, 0], [1, 2, 3], steps=4, guidance_until=1.0), exact)
+    assert not np.array_equal(fast, exact)
+    with pytest.raises(InvalidArgumentError, match="guidance_until"):
+        synth.generate([0], [1], steps=2, guidance_until=0.0)
 
 
 def test_matches_diffusers_pipeline(model_dir, synth) -> None:

@@ -14,6 +14,8 @@ from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEF
 
 logger = logging.getLogger(__name__)
 
+FAST_GUIDANCE_UNTIL = 0.5  # --fast (benchmarks/RESULTS.md, "Fast mode frontier")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -36,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "compiles (bf16) on the CPU when the job is long enough for it to pay")
     compile_group.add_argument("--no-compile", dest="compile", action="store_false",
                                help="never compile (auto then picks the fastest uncompiled runtime)")
+    fast_group = parser.add_mutually_exclusive_group()
+    fast_group.add_argument("--guidance-until", type=float, default=1.0,
+                        help="fast mode, approximate: classifier-free guidance over this first fraction of the steps "
+                        "only (default 1 = exact; speed and PSNR per value in benchmarks/RESULTS.md)")
+    fast_group.add_argument("--fast", action="store_true",
+                        help="fast mode: --guidance-until 0.5 (an approximation; see docs/synthesis.md)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
@@ -95,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         n=args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
         guidance=args.guidance, scheduler=args.scheduler,
         fraction_tumour=parse_label_spec(args.labels), prompt_ids=_prompt_ids(args.prompts),
+        guidance_until=FAST_GUIDANCE_UNTIL if args.fast else args.guidance_until,
     )
     _check_output(args)
     synthesizer = load_synthesizer(args.model, args.backend, args.device, dtype=args.dtype, compile=args.compile,
@@ -115,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         "sampler": settings.scheduler,
         "steps": settings.steps,
         "guidance": settings.guidance,
+        "guidance_until": settings.guidance_until,
         "seed": settings.seed,
         "labels": args.labels,
         "prompts": args.prompts,

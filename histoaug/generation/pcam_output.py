@@ -66,6 +66,7 @@ def generate_block(source: PatchSource, settings: GenerationSettings, assignment
         guidance=settings.guidance,
         scheduler=settings.scheduler,
         batch_size=len(assignment.indices),
+        guidance_until=settings.guidance_until,
     )
 
 

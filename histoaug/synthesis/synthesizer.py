@@ -68,11 +68,15 @@ class Synthesizer:
         """``runtime`` as sorted JSON: the ``generate --resume`` fingerprint and the pool store key use it."""
         return json.dumps(self.runtime, sort_keys=True)
 
-    def prepare(self, batch_sizes: Sequence[int], guidance: float = DEFAULT_GUIDANCE) -> None:
+    def prepare(self, batch_sizes: Sequence[int], guidance: float = DEFAULT_GUIDANCE, *,
+                guidance_until: float = 1.0, steps: int = DEFAULT_STEPS) -> None:
         """Compile / build everything the runtime needs for these patch batch sizes now (outside any
-        timing); ``guidance`` > 1 doubles the UNet batch (cond and uncond in one call)."""
-        factor = 2 if guidance > 1 else 1
-        self._backend.prepare(sorted({int(b) * factor for b in batch_sizes}))
+        timing); guided steps double the UNet batch (cond and uncond in one call)."""
+        self._prepare_for(batch_sizes, SamplerSettings(steps=steps, guidance=float(guidance),
+                                                       guidance_until=guidance_until))
+
+    def _prepare_for(self, batch_sizes: Sequence[int], settings: SamplerSettings) -> None:
+        self._backend.prepare(sorted({int(b) * f for b in batch_sizes for f in settings.unet_batch_factors()}))
 
     def close(self) -> None:
         """Release the runtime's sessions, engines and compiled code (idempotent)."""
@@ -99,18 +103,22 @@ class Synthesizer:
 
     def generate(self, labels, seeds, prompt_ids=None, *, steps: int = DEFAULT_STEPS,
                  guidance: float = DEFAULT_GUIDANCE, scheduler: str = DEFAULT_SCHEDULER, batch_size: int | None = None,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, guidance_until: float = 1.0) -> np.ndarray:
         """Patches for ``labels[i]`` from ``seeds[i]`` (and ``prompt_ids[i]``, else a prompt of the
-        label chosen from the seed), in batches of ``batch_size`` (default 32) in input order."""
+        label chosen from the seed), in batches of ``batch_size`` (default 32) in input order.
+
+        ``guidance_until`` < 1 is fast mode's approximation: CFG over that first fraction of the steps
+        only (see ``SamplerSettings``; speed and PSNR per value in benchmarks/RESULTS.md)."""
         request = build_request(self.prompts, labels, seeds, prompt_ids)
-        settings = SamplerSettings(steps=steps, guidance=float(guidance), scheduler=scheduler)
+        settings = SamplerSettings(steps=steps, guidance=float(guidance), scheduler=scheduler,
+                                   guidance_until=guidance_until)
         n = len(request)
         if batch_size is None:
             batch_size = min(n, DEFAULT_BATCH_SIZE)
         if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
             raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
         full = min(batch_size, n)
-        self.prepare({full, n % full or full}, settings.guidance)  # the full blocks and the last one
+        self._prepare_for((full, n % full or full), settings)  # the full blocks and the last one
         out = np.empty((n, PATCH_SIZE, PATCH_SIZE, 3), dtype=np.uint8)
         shape = (self.model.latent_channels, self.model.latent_size, self.model.latent_size)
         embeddings = self.model.embeddings
