@@ -10,11 +10,15 @@ from pathlib import Path
 
 from histoaug._version import __version__
 from histoaug.errors import InvalidArgumentError, OutputExistsError, OutputWriteError
-from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from histoaug.synthesis.defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    FAST_DEEP_CACHE,
+    FAST_GUIDANCE_UNTIL,
+)
 
 logger = logging.getLogger(__name__)
-
-FAST_GUIDANCE_UNTIL = 0.5  # --fast (benchmarks/RESULTS.md, "Fast mode frontier")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,12 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "compiles (bf16) on the CPU when the job is long enough for it to pay")
     compile_group.add_argument("--no-compile", dest="compile", action="store_false",
                                help="never compile (auto then picks the fastest uncompiled runtime)")
-    fast_group = parser.add_mutually_exclusive_group()
-    fast_group.add_argument("--guidance-until", type=float, default=1.0,
-                        help="fast mode, approximate: classifier-free guidance over this first fraction of the steps "
-                        "only (default 1 = exact; speed and PSNR per value in benchmarks/RESULTS.md)")
-    fast_group.add_argument("--fast", action="store_true",
-                        help="fast mode: --guidance-until 0.5 (an approximation; see docs/synthesis.md)")
+    parser.add_argument("--guidance-until", type=float, default=None,
+                        help="fast mode, approximate: classifier-free guidance over this first fraction of the "
+                        "steps only (default 1 = exact; speed and PSNR per value in benchmarks/RESULTS.md)")
+    parser.add_argument("--deep-cache", type=int, default=None,
+                        help="fast mode, approximate, torch backend: the whole UNet every N steps only, its deep "
+                        "features reused in between (default 1 = off)")
+    parser.add_argument("--fast", action="store_true",
+                        help=f"fast mode: --guidance-until {FAST_GUIDANCE_UNTIL} --deep-cache {FAST_DEEP_CACHE} "
+                        "unless given (approximations; speed and PSNR in docs/synthesis.md)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
@@ -76,6 +83,13 @@ def _prompt_ids(spec: str) -> tuple[int, ...] | None:
     return ids
 
 
+def _fast_option(given, fast: bool, fast_value, exact_value):
+    """A fast-mode option: as given, else the fast preset's value with --fast, else exact."""
+    if given is not None:
+        return given
+    return fast_value if fast else exact_value
+
+
 def _check_output(args: argparse.Namespace) -> None:
     """Refuse unusable outputs before any model is loaded or any byte is written."""
     out: Path = args.out
@@ -103,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         n=args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
         guidance=args.guidance, scheduler=args.scheduler,
         fraction_tumour=parse_label_spec(args.labels), prompt_ids=_prompt_ids(args.prompts),
-        guidance_until=FAST_GUIDANCE_UNTIL if args.fast else args.guidance_until,
+        guidance_until=_fast_option(args.guidance_until, args.fast, FAST_GUIDANCE_UNTIL, 1.0),
+        deep_cache=_fast_option(args.deep_cache, args.fast, FAST_DEEP_CACHE, 1),
     )
     _check_output(args)
     synthesizer = load_synthesizer(args.model, args.backend, args.device, dtype=args.dtype, compile=args.compile,
@@ -125,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         "steps": settings.steps,
         "guidance": settings.guidance,
         "guidance_until": settings.guidance_until,
+        "deep_cache": settings.deep_cache,
         "seed": settings.seed,
         "labels": args.labels,
         "prompts": args.prompts,

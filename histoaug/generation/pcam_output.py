@@ -67,6 +67,7 @@ def generate_block(source: PatchSource, settings: GenerationSettings, assignment
         scheduler=settings.scheduler,
         batch_size=len(assignment.indices),
         guidance_until=settings.guidance_until,
+        deep_cache=settings.deep_cache,
     )
 
 

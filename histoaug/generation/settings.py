@@ -28,6 +28,7 @@ class GenerationSettings:
     fraction_tumour: float = 0.5
     prompt_ids: tuple[int, ...] | None = None
     guidance_until: float = 1.0  # fast mode: CFG over this first fraction of the steps only
+    deep_cache: int = 1  # fast mode: the whole UNet every deep_cache steps, deep features reused between
 
     def __post_init__(self) -> None:
         if self.n <= 0:
@@ -40,6 +41,8 @@ class GenerationSettings:
             raise InvalidArgumentError(f"--guidance must be >= 1, got {self.guidance}")
         if not 0.0 < self.guidance_until <= 1.0:
             raise InvalidArgumentError(f"--guidance-until must be in (0, 1], got {self.guidance_until}")
+        if self.deep_cache < 1:
+            raise InvalidArgumentError(f"--deep-cache must be >= 1 (1 = off), got {self.deep_cache}")
         if self.seed < 0:
             raise InvalidArgumentError(f"--seed must be >= 0, got {self.seed}")
         if self.scheduler not in SCHEDULER_NAMES:  # before any output file is created
@@ -56,7 +59,8 @@ class GenerationSettings:
         resumes only under the same one, since another backend, dtype, compile setting or device
         rounds differently and the file would no longer equal an uninterrupted run."""
         fields = asdict(self)
-        if fields["guidance_until"] == 1.0:  # exact CFG: the same fingerprint as runs written before fast mode
-            del fields["guidance_until"]
+        for name, exact in (("guidance_until", 1.0), ("deep_cache", 1)):
+            if fields[name] == exact:  # exact sampling: the same fingerprint as runs written before fast mode
+                del fields[name]
         payload = json.dumps({"model": model_id, "runtime": runtime, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()

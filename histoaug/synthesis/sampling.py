@@ -57,15 +57,18 @@ class Backend(Protocol):
 class SamplerSettings:
     """Sampler settings; with the model, prompt and seed they decide a sample.
 
-    ``guidance_until`` (fast mode, an approximation chosen knowingly): classifier-free guidance
-    runs over the first ``guidance_until`` fraction of the steps only; the later, low-noise steps
-    use the cond prediction alone, at half the UNet batch. 1.0 (default) is exact CFG throughout.
+    Fast mode, approximations chosen knowingly (defaults: exact):
+    ``guidance_until``: classifier-free guidance runs over the first ``guidance_until`` fraction of
+    the steps only; the later, low-noise steps use the cond prediction alone, at half the UNet batch.
+    ``deep_cache``: the whole UNet runs every ``deep_cache`` steps only; the steps in between reuse
+    its deep feature and run the shallow branch (``histoaug.synthesis.deep_cache``; torch backend).
     """
 
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     scheduler: str = DEFAULT_SCHEDULER
     guidance_until: float = 1.0
+    deep_cache: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps <= 0:
@@ -74,6 +77,8 @@ class SamplerSettings:
             raise InvalidArgumentError(f"guidance must be a finite number >= 1, got {self.guidance!r}")
         if not 0.0 < self.guidance_until <= 1.0:
             raise InvalidArgumentError(f"guidance_until must be in (0, 1], got {self.guidance_until!r}")
+        if not isinstance(self.deep_cache, int) or self.deep_cache < 1:
+            raise InvalidArgumentError(f"deep_cache must be a positive integer (1 = off), got {self.deep_cache!r}")
         if self.scheduler not in SCHEDULER_NAMES:
             raise InvalidArgumentError(
                 f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
@@ -106,13 +111,22 @@ def denoise(backend: Backend, scheduler_config: dict[str, Any], noise: torch.Ten
     latents = noise * scheduler.init_noise_sigma
     n = latents.shape[0]
     guided_embeddings = torch.cat([uncond.expand(n, -1, -1), cond]) if settings.uses_guidance else cond
+    if settings.deep_cache > 1 and not hasattr(backend, "predict_noise_shallow"):
+        raise InvalidArgumentError(f"deep_cache runs on the torch backend, not {backend.name!r}")
+    feature = None
     for step, t in enumerate(scheduler.timesteps):
         guided = step < settings.guided_steps
         embeddings = guided_embeddings if guided else cond
         model_input = torch.cat([latents, latents]) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
         timesteps = t.to(torch.float32).expand(model_input.shape[0])
-        eps = backend.predict_noise(model_input, timesteps, embeddings)
+        if settings.deep_cache == 1:
+            eps = backend.predict_noise(model_input, timesteps, embeddings)
+        elif step % settings.deep_cache:  # reuse: the cond half of a guided step's feature when guidance stopped
+            eps = backend.predict_noise_shallow(model_input, timesteps, embeddings,
+                                                feature[-model_input.shape[0]:])
+        else:
+            eps, feature = backend.predict_noise_full(model_input, timesteps, embeddings)
         if guided:
             eps_uncond, eps_cond = eps.chunk(2)
             eps = eps_uncond + settings.guidance * (eps_cond - eps_uncond)

@@ -14,7 +14,13 @@ from tqdm.auto import tqdm
 from histoaug.errors import InvalidArgumentError
 from histoaug.prompts import PromptBank
 from histoaug.synthesis.backends.selection import RuntimeChoice, choose_runtime, create_backend, resolve_device
-from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from histoaug.synthesis.defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    FAST_DEEP_CACHE,
+    FAST_GUIDANCE_UNTIL,
+)
 from histoaug.synthesis.model_source import ModelFiles, open_model
 from histoaug.synthesis.noise import initial_noise
 from histoaug.synthesis.postprocess import PATCH_SIZE
@@ -76,6 +82,8 @@ class Synthesizer:
                                                        guidance_until=guidance_until))
 
     def _prepare_for(self, batch_sizes: Sequence[int], settings: SamplerSettings) -> None:
+        if settings.deep_cache > 1:
+            return  # its full / shallow passes are built at their first use; the plain UNet call is not used
         self._backend.prepare(sorted({int(b) * f for b in batch_sizes for f in settings.unet_batch_factors()}))
 
     def close(self) -> None:
@@ -103,15 +111,22 @@ class Synthesizer:
 
     def generate(self, labels, seeds, prompt_ids=None, *, steps: int = DEFAULT_STEPS,
                  guidance: float = DEFAULT_GUIDANCE, scheduler: str = DEFAULT_SCHEDULER, batch_size: int | None = None,
-                 progress: bool = False, guidance_until: float = 1.0) -> np.ndarray:
+                 progress: bool = False, guidance_until: float | None = None, deep_cache: int | None = None,
+                 fast: bool = False) -> np.ndarray:
         """Patches for ``labels[i]`` from ``seeds[i]`` (and ``prompt_ids[i]``, else a prompt of the
         label chosen from the seed), in batches of ``batch_size`` (default 32) in input order.
 
-        ``guidance_until`` < 1 is fast mode's approximation: CFG over that first fraction of the steps
-        only (see ``SamplerSettings``; speed and PSNR per value in benchmarks/RESULTS.md)."""
+        Fast mode's approximations (see ``SamplerSettings``; speed and PSNR in benchmarks/RESULTS.md):
+        ``guidance_until`` < 1: CFG over that first fraction of the steps only; ``deep_cache`` = k > 1:
+        the whole UNet every k steps, its deep features reused in between (torch backend).
+        ``fast=True`` sets those not given to the fast preset (0.5 and 2); both default to exact."""
         request = build_request(self.prompts, labels, seeds, prompt_ids)
+        if guidance_until is None:
+            guidance_until = FAST_GUIDANCE_UNTIL if fast else 1.0
+        if deep_cache is None:
+            deep_cache = FAST_DEEP_CACHE if fast else 1
         settings = SamplerSettings(steps=steps, guidance=float(guidance), scheduler=scheduler,
-                                   guidance_until=guidance_until)
+                                   guidance_until=guidance_until, deep_cache=deep_cache)
         n = len(request)
         if batch_size is None:
             batch_size = min(n, DEFAULT_BATCH_SIZE)

@@ -88,7 +88,8 @@ class TorchBackend:
         size = int(self.unet.config.sample_size)
         self._latent_shape = latent_shape or (channels, size, size)
         self._text_shape = text_shape
-        self._compiled_unets: dict[tuple[tuple[int, ...], ...], Callable] = {}
+        self._compiled_unets: dict[tuple[str, tuple[tuple[int, ...], ...]], Callable] = {}
+        self._deep_cache = None
 
     @property
     def runtime_id(self) -> dict[str, str]:
@@ -116,25 +117,42 @@ class TorchBackend:
                                        torch.zeros(batch, *self._text_shape))
             self._compiled_unet(inputs)
 
-    def _compiled_unet(self, inputs: tuple[torch.Tensor, ...]) -> Callable:
+    def _graph(self, name: str) -> torch.nn.Module:
+        """The module traced for graph ``name``: the plain UNet call, or a deep-cache pass."""
+        if name == "unet":
+            return _UNetCall(self.unet)
+        from histoaug.synthesis.deep_cache import FullPass, ShallowPass
+
+        return FullPass(self.deep_cache) if name == "deep-cache-full" else ShallowPass(self.deep_cache)
+
+    @property
+    def deep_cache(self):
+        """The UNet's full / shallow passes for DeepCache-style reuse (fast mode)."""
+        if self._deep_cache is None:
+            from histoaug.synthesis.deep_cache import DeepCacheUNet
+
+            self._deep_cache = DeepCacheUNet(self.unet)
+        return self._deep_cache
+
+    def _compiled_unet(self, inputs: tuple[torch.Tensor, ...], graph: str = "unet") -> Callable:
         shapes = tuple(tuple(t.shape) for t in inputs)
-        runner = self._compiled_unets.get(shapes)
+        runner = self._compiled_unets.get((graph, shapes))
         if runner is None:
             from histoaug.synthesis import compile_cache
 
-            key = compile_cache.package_key(self._model_id, self.dtype, dict(zip(("sample", "timestep", "text"),
-                                                                                  shapes, strict=True)),
-                                            self.device, {"attention": self.attention,
+            names = ("sample", "timestep", "text", "feature")
+            key = compile_cache.package_key(self._model_id, self.dtype, dict(zip(names, shapes, strict=False)),
+                                            self.device, {"attention": self.attention, "graph": graph,
                                                           "channels_last": str(self.channels_last)})
             try:
-                runner = compile_cache.load_or_compile(_UNetCall(self.unet), inputs, key)
+                runner = compile_cache.load_or_compile(self._graph(graph), inputs, key)
             except InvalidArgumentError:
                 raise
             except Exception as exc:  # Inductor, the C++ toolchain or export: one line, not a build log
                 first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise InvalidArgumentError(f"torch.compile cannot compile this model here ({first_line[:300]}); "
                                            "run without compile") from exc
-            self._compiled_unets[shapes] = runner
+            self._compiled_unets[(graph, shapes)] = runner
         return runner
 
     @torch.inference_mode()
@@ -145,13 +163,30 @@ class TorchBackend:
         return self._compiled_unet(inputs)(*inputs).float().contiguous()
 
     @torch.inference_mode()
+    def predict_noise_full(self, latents: torch.Tensor, timesteps: torch.Tensor,
+                           embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deep cache: the whole UNet, returning (eps, the deep feature to reuse at the next steps)."""
+        inputs = self._unet_inputs(latents, timesteps, embeddings)
+        run = self._compiled_unet(inputs, "deep-cache-full") if self.compiled else self.deep_cache.full
+        eps, feature = run(*inputs)
+        return eps.float().contiguous(), feature
+
+    @torch.inference_mode()
+    def predict_noise_shallow(self, latents: torch.Tensor, timesteps: torch.Tensor, embeddings: torch.Tensor,
+                              feature: torch.Tensor) -> torch.Tensor:
+        """Deep cache: the shallow branch only, on a deep ``feature`` kept from an earlier step."""
+        inputs = (*self._unet_inputs(latents, timesteps, embeddings), feature.contiguous())
+        run = self._compiled_unet(inputs, "deep-cache-shallow") if self.compiled else self.deep_cache.shallow
+        return run(*inputs).float().contiguous()
+
+    @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(self._prepare(latents), return_dict=False)[0].float().contiguous()
 
     def close(self) -> None:
         """Drop the compiled UNets and the networks (idempotent)."""
         self._compiled_unets.clear()
-        self.unet = self.vae = None
+        self.unet = self.vae = self._deep_cache = None
 
 
 def compile_unavailable_reason(device: torch.device) -> str | None:
