@@ -83,6 +83,9 @@ def test_auto_prefers_onnxruntime_for_short_jobs_on_cpu(artifact) -> None:
     assert histoaug.load_synthesizer(artifact, device="cpu", compile=False).backend == "onnxruntime"
     with pytest.raises(InvalidArgumentError, match="exported as fp32"):
         histoaug.load_synthesizer(artifact, backend="onnxruntime", dtype="fp16")
+    assert not short.supports_deep_cache
+    with pytest.raises(InvalidArgumentError, match="deep_cache runs on the torch backend, not 'onnxruntime'"):
+        short.generate([0], [1], steps=2, deep_cache=2)
 
 
 def test_auto_honours_an_asked_dtype(artifact, caplog) -> None:

@@ -74,6 +74,14 @@ def test_same_settings_same_file_content(model, tmp_path):
     assert_same_data(tmp_path / "a.h5", tmp_path / "b.h5")
 
 
+def test_fast_mode_is_recorded(model, tmp_path):
+    out = tmp_path / "fast.h5"
+    assert main(["generate", "--n", "4", "--out", str(out), "--model", str(model), "--batch-size", "4",
+                 "--fast", "--deep-cache", "3", *FAST]) == 0
+    with h5py.File(out) as handle:
+        assert (handle.attrs["guidance_until"], handle.attrs["deep_cache"]) == (0.5, 3)  # given values win
+
+
 def test_png_tree(model, tmp_path):
     out = tmp_path / "pngs"
     assert main(["generate", "--n", "5", "--out", str(out), "--model", str(model), "--format", "png",

@@ -123,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     _check_output(args)
     synthesizer = load_synthesizer(args.model, args.backend, args.device, dtype=args.dtype, compile=args.compile,
                                    expected_patches=settings.n)
+    if settings.deep_cache > 1 and not synthesizer.supports_deep_cache:
+        raise InvalidArgumentError(f"--deep-cache runs on the torch backend, not {synthesizer.backend!r} "
+                                   "(pass --backend torch, or leave --deep-cache off)")
     # Ray workers load exactly the runtime resolved here, so every shard rounds the same
     runtime = {"backend": synthesizer.backend, "device": args.device, "dtype": synthesizer.dtype,
                "compile": synthesizer.compiled}

@@ -64,6 +64,11 @@ class Synthesizer:
         return bool(getattr(self._backend, "compiled", False))
 
     @property
+    def supports_deep_cache(self) -> bool:
+        """Whether fast mode's ``deep_cache`` can run on this backend (torch only)."""
+        return hasattr(self._backend, "predict_noise_shallow")
+
+    @property
     def runtime(self) -> dict[str, str]:
         """What decides the rounding besides model, prompt, seed and sampler settings (the backend's
         ``runtime_id``: backend, device name, dtype, attention, compile mode, library versions)."""
