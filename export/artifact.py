@@ -111,9 +111,10 @@ def export_model(src: str | Path, out: str | Path, settings: ExportSettings) -> 
         raise InvalidArgumentError(f"{src}: export needs a diffusers pipeline dir, this is a {model.kind}")
     if out.resolve() == src.resolve():
         raise InvalidArgumentError("OUT must differ from SRC")
-    if settings.format == "onnx" and settings.dtype == "bf16" and settings.verify and not _ort_has_gpu():
-        raise InvalidArgumentError("onnxruntime's CPU provider has no bf16 kernels, so a bf16 export cannot be "
-                                   "verified here; export on a machine with onnxruntime-gpu, or pass --no-verify")
+    if settings.format == "onnx" and settings.verify:
+        from histoaug.synthesis.backends.onnxruntime_backend import verification_device
+
+        verification_device(settings.dtype)  # refuses a dtype that cannot be verified here, before any work
     with atomic_directory(out, settings.overwrite) as work:
         if settings.format == "diffusers":
             _write_diffusers(src, work)
@@ -121,12 +122,6 @@ def export_model(src: str | Path, out: str | Path, settings: ExportSettings) -> 
             _write_artifact(src, work, model, settings)
     logger.info("wrote %s", out)
     return out
-
-
-def _ort_has_gpu() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def _write_diffusers(src: Path, work: Path) -> None:
@@ -170,7 +165,7 @@ def _write_artifact(src: Path, work: Path, model, settings: ExportSettings) -> N
         for check in verify_export(onnx_dir, unet, vae, dtype=settings.dtype, batch=settings.batch,
                                    latent_shape=latent_shape, text_shape=text_shape):
             checks[check.graph] = {"max_abs_error": check.max_abs_error, "relative_error": check.relative_error,
-                                   "tolerance": check.tolerance}
+                                   "tolerance": check.tolerance, "provider": check.provider}
     if settings.with_text_encoder:
         for part in ("text_encoder", "tokenizer"):
             shutil.copytree(src / part, work / part)
