@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -100,6 +101,13 @@ class ModelSource:
                            dtype=synthesizer.dtype if synthesizer.backend == "torch" else None,
                            compile=synthesizer.compiled)
 
+    def producer_model(self) -> dict[str, Any]:
+        """How the pool's producer program loads this model (JSON-ready). With no device given,
+        each process uses its own rank's GPU (``cuda:LOCAL_RANK``) when CUDA is available."""
+        source = self.reloadable()
+        return {"source": str(source.spec), "backend": source.backend, "device": source.device or default_device(),
+                "dtype": source.dtype, "compile": source.compile}
+
     def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
         synthesizer = self.synthesizer
         assignment = SampleAssigner(synthesizer.prompts, run_seed=plan.epoch_seed).assign(
@@ -109,6 +117,16 @@ class ModelSource:
             assignment.labels, assignment.seeds, assignment.prompt_ids,
             batch_size=len(slots), **self.generate_options,
         )
+
+
+def default_device() -> str | None:
+    """``cuda:LOCAL_RANK`` when CUDA is available (so every DDP rank uses its own GPU), else None.
+    ``torch.cuda.is_available`` asks the driver without initialising CUDA in this process."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return None
 
 
 def open_source(spec: Any, **model_options: Any) -> FileSource | ModelSource:
