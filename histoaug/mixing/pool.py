@@ -226,11 +226,11 @@ class SynthesisPool:
         deadline = time.monotonic() + timeout_s
         ready_file = self.session / READY_FILE
         while time.monotonic() < deadline:
+            if ready_file.exists():  # a later error is the workers' to raise
+                return json.loads(ready_file.read_text())
             error = read_error(self.session)
             if error is not None:
                 raise error
-            if ready_file.exists():
-                return json.loads(ready_file.read_text())
             code = self.process.poll()
             if code is not None:
                 error = read_error(self.session)
