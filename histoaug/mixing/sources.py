@@ -76,8 +76,10 @@ class ModelSource:
 
     @property
     def synthesizer(self) -> Any:
+        refuse_cuda_in_bad_fork(self.device if self._synthesizer is None else str(self._synthesizer.device))
         if self._synthesizer is None:
             from histoaug import load_synthesizer
+
 
             self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device,
                                                  dtype=self.dtype, compile=self.compile)
@@ -117,6 +119,20 @@ class ModelSource:
             assignment.labels, assignment.seeds, assignment.prompt_ids,
             batch_size=len(slots), **self.generate_options,
         )
+
+
+def refuse_cuda_in_bad_fork(device: str | None) -> None:
+    """A forked DataLoader worker cannot use CUDA once the training process initialised it
+    ("Cannot re-initialize CUDA in forked subprocess"): say so in one line, with the ways out,
+    instead of failing deep inside torch or silently running on another device."""
+    import torch
+
+    wants_cuda = str(device).startswith("cuda") if device is not None else torch.cuda.is_available()
+    if wants_cuda and getattr(torch.cuda, "_is_in_bad_fork", lambda: False)():
+        raise InvalidArgumentError(
+            "this DataLoader worker was forked after CUDA was initialised, so it cannot run the model on the "
+            "GPU; use SyntheticPCam's pool (pool=True, the default), a file written by histoaug generate, "
+            "device='cpu', or DataLoader(multiprocessing_context='spawn')")
 
 
 def default_device() -> str | None:
