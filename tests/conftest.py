@@ -24,3 +24,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture()
+def no_pool_leftovers():
+    """Fails the test if it leaves a producer process, a temporary store or shared memory behind."""
+    import gc
+
+    from tests.pool_processes import leftovers, producer_pids, wait_until
+
+    processes, files = producer_pids(), leftovers()
+    yield
+    gc.collect()  # abandoned datasets: their producers stop when they are collected
+    wait_until(lambda: producer_pids() <= processes, timeout_s=15)
+    assert leftovers() <= files, f"left behind: {sorted(leftovers() - files)}"

@@ -88,3 +88,32 @@ def build_epoch_plan(
         epoch=epoch, synthetic_mask=mask, order=order, slot_of=slot_of, slot_labels=slot_labels,
         slot_rank=slot_rank, epoch_seed=epoch_seed(seed, epoch),
     )
+
+
+def shard_positions(order: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """Rank ``rank``'s share of an epoch's visiting order: every ``world_size``-th position
+    from ``rank`` on, so the ranks' shards are disjoint and together cover the epoch once."""
+    return order[rank::world_size]
+
+
+@dataclass(frozen=True)
+class PlanRecipe:
+    """What any process needs to rebuild an epoch plan (and a rank's share of its slots)."""
+
+    real_labels: np.ndarray
+    ratio: float
+    seed: int
+    synthetic_labels: str | float
+    rank: int = 0
+    world_size: int = 1
+
+    def build(self, epoch: int) -> EpochPlan:
+        return build_epoch_plan(self.real_labels, ratio=self.ratio, seed=self.seed, epoch=epoch,
+                                synthetic_labels=self.synthetic_labels)
+
+    def shard_slots(self, plan: EpochPlan) -> np.ndarray:
+        """The synthetic slots this rank visits, ascending (all slots for a single process)."""
+        if self.world_size == 1:
+            return np.arange(plan.synthetic_count)
+        slots = plan.slot_of[shard_positions(plan.order, self.rank, self.world_size)]
+        return np.sort(slots[slots >= 0])

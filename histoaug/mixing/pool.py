@@ -1,11 +1,17 @@
-"""The synthesis pool: one producer process generates ahead of the loader into a shared store.
+"""The synthesis pool: one producer program generates ahead of the loader into a shared store.
 
 Generation is far slower per sample than a classifier step, so ``SyntheticPCam`` does not make
 each DataLoader worker run the model. Instead one producer process owns the model (on the GPU
 when there is one), generates the epoch's synthetic slots in fixed blocks of ``batch_size``
-in the order ``SyntheticPCam.sampler()`` visits them, and writes them into memory-mapped files
-(``pool_store``); workers read patches from there. Fixed blocks keep the batch layout, and so
-every patch, independent of timing, worker count or restarts.
+in the order ``SyntheticPCam.sampler()`` visits them, and writes them into a memory-mapped
+store (``pool_store``); workers read patches from there. Fixed blocks keep the batch layout, and
+so every patch, independent of timing, worker count or restarts.
+
+The producer is its own program (``histoaug.mixing.producer``) started with ``subprocess``, so
+no user module is imported or re-run, whatever the user's script looks like. Everything the
+processes share is a file (``pool_control``): the control block (epoch, stop flag, producer
+state, heartbeat), the producer's error report and per-process statistics. So a dataset holding
+a ``PoolClient`` pickles and deep-copies, and no lock is held on the fetch path.
 
 When a worker needs a slot that is not ready yet, the ``policy`` decides:
 
@@ -16,36 +22,69 @@ When a worker needs a slot that is not ready yet, the ``policy`` decides:
   patch of that label exists, but which patch is reused depends on timing. With no patch of
   that label generated yet, it waits.
 
+While waiting, a worker checks the producer every 50 ms: a recorded error is re-raised with
+its own type and message; a producer that is gone (killed, OOM-killed, crashed) or whose
+heartbeat is older than ``heartbeat_timeout_s`` raises ``SynthesisPoolError`` naming it.
+
 Statistics (``SynthesisPool.stats()``): producer patches/s, hits, reuses, waits, wait time.
-The store directory is keyed by the model and settings: pass ``directory`` to keep it across
-runs (a warm pool); by default a temporary directory is used and removed on ``close()``.
+The store directory is keyed by the model's content, the resolved runtime and the settings:
+pass ``directory`` to keep it across runs (a warm pool); by default a temporary directory is
+used and removed on ``close()``, when the dataset is garbage collected, at exit, or by the
+producer itself when its parent dies.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import json
 import logging
-import multiprocessing
-import queue
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from histoaug.errors import ArtifactError, InvalidArgumentError
-from histoaug.mixing.epoch_plan import EpochPlan, build_epoch_plan
-from histoaug.mixing.pool_store import EpochStore, open_epoch, remove_epochs_before
+from histoaug.errors import InvalidArgumentError
+from histoaug.mixing.epoch_plan import EpochPlan, PlanRecipe
+from histoaug.mixing.pool_control import (
+    CONTROL_FILE,
+    EPOCH,
+    FAILED,
+    HITS,
+    PRODUCED,
+    PRODUCER_PID,
+    PRODUCER_SECONDS,
+    READY_FILE,
+    REUSES,
+    STATE,
+    STOP,
+    WAIT_SECONDS,
+    WAITS,
+    ControlBlock,
+    StatsFile,
+    SynthesisPoolError,
+    process_alive,
+    read_error,
+    read_stats,
+)
+from histoaug.mixing.pool_store import EpochStore, current_inode, epoch_path, open_epoch
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["PlanRecipe", "PoolClient", "PoolConfig", "PoolStats", "SynthesisPool", "SynthesisPoolError"]
+
 POLICIES = ("wait", "reuse")
-# shared statistics slots
-_PRODUCED, _PRODUCER_SECONDS, _HITS, _REUSES, _WAITS, _WAIT_SECONDS, _FAILED = range(7)
+PRODUCER_MODULE = "histoaug.mixing.producer"
+_CHECK_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -58,8 +97,9 @@ class PoolConfig:
         policy: ``"wait"`` or ``"reuse"`` (see the module docstring).
         batch_size: patches per model call (the fixed block size).
         lookahead_epochs: how many epochs beyond the current one the producer may fill.
-        wait_timeout_s: a worker waiting longer than this raises (a dead or stuck producer).
+        wait_timeout_s: a worker waiting longer than this for a live producer raises.
         start_timeout_s: how long the producer may take to load the model.
+        heartbeat_timeout_s: a producer whose heartbeat (every 0.25 s) is older is stalled.
         producer_threads: torch threads in the producer (None: torch's default).
     """
 
@@ -69,6 +109,7 @@ class PoolConfig:
     lookahead_epochs: int = 1
     wait_timeout_s: float = 600.0
     start_timeout_s: float = 600.0
+    heartbeat_timeout_s: float = 10.0
     producer_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -76,6 +117,8 @@ class PoolConfig:
             raise InvalidArgumentError(f"pool policy must be one of {POLICIES}, not {self.policy!r}")
         if self.batch_size <= 0:
             raise InvalidArgumentError(f"pool batch_size must be positive, got {self.batch_size}")
+        if self.lookahead_epochs < 0:
+            raise InvalidArgumentError(f"pool lookahead_epochs must be >= 0, got {self.lookahead_epochs}")
 
 
 @dataclass
@@ -98,234 +141,292 @@ class PoolStats:
         return self.hits / served if served else 0.0
 
 
+# the parent's ends of the producers' lifeline pipes: closed in forked children (DataLoader
+# workers), so the producer sees EOF as soon as the parent itself dies
+_LIFELINES: set[int] = set()
+
+
+def _close_quietly(descriptor: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(descriptor)
+
+
+def _close_lifelines_in_child() -> None:
+    for descriptor in _LIFELINES:
+        _close_quietly(descriptor)
+    _LIFELINES.clear()
+
+
+os.register_at_fork(after_in_child=_close_lifelines_in_child)
+
+
 @dataclass(frozen=True)
-class PlanRecipe:
-    """What any process needs to rebuild an epoch plan."""
+class ProducerSpec:
+    """What the producer program is told (written as JSON to the session directory)."""
 
-    real_labels: np.ndarray
-    ratio: float
-    seed: int
-    synthetic_labels: str | float
-
-    def build(self, epoch: int) -> EpochPlan:
-        return build_epoch_plan(self.real_labels, ratio=self.ratio, seed=self.seed, epoch=epoch,
-                                synthetic_labels=self.synthetic_labels)
-
-
-def _producer_main(
-    source: Any, recipe: PlanRecipe, config: PoolConfig, directory: Path,
-    epoch_value: Any, stop: Any, stats: Any, started: Any,
-) -> None:
-    """Producer process: load the model, report, then fill epochs until told to stop."""
-    import torch
-
-    if config.producer_threads:
-        torch.set_num_threads(config.producer_threads)
-    try:
-        _ = source.synthesizer  # load the model now, so a bad model fails the pool's start
-    except Exception as exc:  # reported to the parent, which raises it
-        started.put((type(exc).__name__, str(exc)))
-        return
-    started.put(None)
-    try:
-        _fill_epochs(source, recipe, config, directory, epoch_value, stop, stats)
-    except Exception:
-        stats[_FAILED] = 1
-        logger.exception("synthesis pool producer failed")
-        raise
-
-
-def _fill_epochs(
-    source: Any, recipe: PlanRecipe, config: PoolConfig, directory: Path,
-    epoch_value: Any, stop: Any, stats: Any,
-) -> None:
-    """Generate the next missing block of the current or a look-ahead epoch, until stopped.
-
-    Plans and store maps are built once per epoch and finished epochs are remembered, so an
-    idle producer costs next to nothing while the loader runs on the same cores.
-    """
-    open_epochs: dict[int, tuple[EpochPlan, EpochStore | None]] = {}
-    finished: set[int] = set()
-    seen = None
-    while not stop.is_set():
-        current = int(epoch_value.value)
-        if current != seen:
-            remove_epochs_before(directory, current)
-            open_epochs = {e: entry for e, entry in open_epochs.items() if e >= current}
-            seen = current
-        block = None
-        for epoch in range(current, current + 1 + config.lookahead_epochs):
-            if epoch in finished:
-                continue
-            if epoch not in open_epochs:
-                plan = recipe.build(epoch)
-                store = open_epoch(directory, epoch, plan.synthetic_count) if plan.synthetic_count else None
-                open_epochs[epoch] = (plan, store)
-            plan, store = open_epochs[epoch]
-            block = None if store is None else _next_block(store, plan.synthetic_count, config.batch_size)
-            if block is not None:
-                break
-            finished.add(epoch)
-        if block is None:
-            stop.wait(0.05)
-            continue
-        started = time.perf_counter()
-        images = source.fetch(plan, block)
-        store.images[block] = images
-        store.ready[block] = 1
-        with stats.get_lock():
-            stats[_PRODUCED] += block.size
-            stats[_PRODUCER_SECONDS] += time.perf_counter() - started
-
-
-def _next_block(store: EpochStore, slots: int, batch_size: int) -> np.ndarray | None:
-    """The block holding the first wanted-but-missing slot, else the first missing block."""
-    ready = np.asarray(store.ready[:slots], dtype=bool)
-    if ready.all():
-        return None
-    wanted = np.flatnonzero(np.asarray(store.wanted[:slots], dtype=bool) & ~ready)
-    first = int(wanted[0]) if wanted.size else int(np.argmin(ready))
-    start = first - first % batch_size
-    return np.arange(start, min(start + batch_size, slots))
+    model: dict[str, Any]
+    generate_options: dict[str, Any]
+    recipe: PlanRecipe
+    config: PoolConfig
 
 
 class SynthesisPool:
-    """Owns the producer process and the shared store; lives in the main process."""
+    """Owns the producer process and the session; lives in the process that built the dataset.
 
-    def __init__(self, source: Any, recipe: PlanRecipe, epoch_value: Any, config: PoolConfig,
-                 model_key: str) -> None:
+    Copies of a dataset (pickled into workers, ``copy.deepcopy``) carry only the ``PoolClient``:
+    they share this producer, store and epoch and never start or stop a producer.
+    """
+
+    def __init__(self, spec: ProducerSpec) -> None:
+        config = spec.config
         self.config = config
-        self.recipe = recipe
-        self._temporary = config.directory is None
-        root = Path(tempfile.mkdtemp(prefix="histoaug-pool-")) if self._temporary else Path(config.directory)
-        self.directory = root / model_key
-        self.directory.mkdir(parents=True, exist_ok=True)
-        context = multiprocessing.get_context("spawn")
-        self._stats = context.Array("d", 7)
-        self._stop = context.Event()
-        started = context.Queue()
-        self._process = context.Process(
-            target=_producer_main, name="histoaug-synthesis-pool", daemon=True,
-            args=(source, recipe, config, self.directory, epoch_value, self._stop, self._stats, started),
-        )
-        self._root = root
-        self._process.start()
-        atexit.register(self.close)
-        failure = self._await_start(started, config.start_timeout_s)
-        if failure is not None:
+        self.recipe = spec.recipe
+        self.session = Path(tempfile.mkdtemp(prefix="histoaug-pool-"))
+        store_root = Path(config.directory) if config.directory is not None else self.session / "store"
+        self.control = ControlBlock(self.session / CONTROL_FILE, create=True)
+        labels_file = self.session / "real_labels.npy"
+        np.save(labels_file, spec.recipe.real_labels)
+        lifeline_read, lifeline_write = os.pipe()
+        _LIFELINES.add(lifeline_write)
+        spec_file = self.session / "spec.json"
+        spec_file.write_text(json.dumps({
+            "session": str(self.session), "parent_pid": os.getpid(), "pipe_fd": lifeline_read,
+            "death_signal": threading.current_thread() is threading.main_thread(),
+            "remove_on_parent_death": [str(self.session)], "store_root": str(store_root),
+            "model": spec.model, "generate_options": spec.generate_options,
+            "recipe": {"labels_file": str(labels_file), "ratio": spec.recipe.ratio, "seed": spec.recipe.seed,
+                       "synthetic_labels": spec.recipe.synthetic_labels, "rank": spec.recipe.rank,
+                       "world_size": spec.recipe.world_size},
+            "pool": {**asdict(config), "directory": str(store_root)},
+            "log_level": logging.getLogger("histoaug").getEffectiveLevel(),
+        }, default=str))
+        try:
+            self.process = subprocess.Popen([sys.executable, "-m", PRODUCER_MODULE, str(spec_file)],
+                                            pass_fds=(lifeline_read,), stdin=subprocess.DEVNULL)
+        except OSError:
+            _stop_producer(None, self.control, self.session, lifeline_write, os.getpid())
+            raise
+        finally:
+            _close_quietly(lifeline_read)
+        self._finalizer = weakref.finalize(self, _stop_producer, self.process, self.control, self.session,
+                                           lifeline_write, os.getpid())
+        try:
+            ready = self._await_ready(config.start_timeout_s)
+        except BaseException:
             self.close()
-            kind, message = failure
-            error = ArtifactError if kind in ("ArtifactError", "PromptsFileError") else RuntimeError
-            raise error(f"synthesis pool could not start: {message}")
-        logger.info("synthesis pool started (pid %s, store %s, policy %s)",
-                    self._process.pid, self.directory, config.policy)
+            raise
+        self.directory = Path(ready["store"])
+        self.key = str(ready["key"])
+        self.runtime_id = ready["runtime_id"]
+        logger.info("synthesis pool started (pid %s, store %s, policy %s, runtime %s)",
+                    self.process.pid, self.directory, config.policy, self.runtime_id)
 
-    def _await_start(self, started: Any, timeout_s: float) -> tuple[str, str] | None:
-        """The producer's start report: None once the model is loaded, else (error type, message)."""
+    def _await_ready(self, timeout_s: float) -> dict[str, Any]:
+        """The producer's ready report; its recorded error (same type), or its death, raised."""
         deadline = time.monotonic() + timeout_s
+        ready_file = self.session / READY_FILE
         while time.monotonic() < deadline:
-            try:
-                return started.get(timeout=0.5)
-            except queue.Empty:
-                if not self._process.is_alive():
-                    return ("RuntimeError", f"the producer process exited with code {self._process.exitcode} "
-                            "before loading the model (with the spawn start method, a script must guard "
-                            "its entry point with `if __name__ == '__main__':`)")
-        return ("TimeoutError", f"the producer did not load the model in {timeout_s} s")
+            if ready_file.exists():  # a later error is the workers' to raise
+                return json.loads(ready_file.read_text())
+            error = read_error(self.session)
+            if error is not None:
+                raise error
+            code = self.process.poll()
+            if code is not None:
+                error = read_error(self.session)
+                raise error if error is not None else SynthesisPoolError(
+                    f"synthesis pool could not start: the producer exited with {_exit_reason(code)} "
+                    "before loading the model (its output is above)")
+            time.sleep(_CHECK_INTERVAL_S)
+        raise SynthesisPoolError(f"synthesis pool could not start: the producer did not load the model in "
+                                 f"{timeout_s} s (PoolConfig.start_timeout_s)")
 
     def client(self) -> PoolClient:
-        return PoolClient(self.directory, self.config, self._stats, self._process.pid)
+        return PoolClient(self.session, self.directory, self.config, self.recipe, self.control)
 
     def stats(self) -> PoolStats:
-        values = list(self._stats)
+        values = read_stats(self.session)
         return PoolStats(
-            produced=int(values[_PRODUCED]), producer_seconds=values[_PRODUCER_SECONDS],
-            hits=int(values[_HITS]), reuses=int(values[_REUSES]), waits=int(values[_WAITS]),
-            wait_seconds=values[_WAIT_SECONDS],
+            produced=int(values[PRODUCED]), producer_seconds=float(values[PRODUCER_SECONDS]),
+            hits=int(values[HITS]), reuses=int(values[REUSES]), waits=int(values[WAITS]),
+            wait_seconds=float(values[WAIT_SECONDS]),
         )
 
+    def set_epoch(self, epoch: int) -> None:
+        self.control.set(EPOCH, epoch)
+
     def wait_until_ready(self, plan: EpochPlan, timeout_s: float = 600.0) -> float:
-        """Block until every slot of ``plan``'s epoch is generated; return the seconds waited."""
-        store = open_epoch(self.directory, plan.epoch, plan.synthetic_count)
-        started = time.perf_counter()
-        while plan.synthetic_count and not store.complete:
-            if not self._process.is_alive():
-                raise RuntimeError("the synthesis pool's producer process died")
-            if time.perf_counter() - started > timeout_s:
-                raise TimeoutError(f"the pool did not fill epoch {plan.epoch} in {timeout_s} s")
-            time.sleep(0.05)
-        return time.perf_counter() - started
+        """Block until this process's share of ``plan``'s epoch is generated; return the seconds waited."""
+        return self.client().wait_for_epoch(plan, timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def close(self) -> None:
-        """Stop the producer (no orphan process) and remove a temporary store."""
-        if self._process is not None:
-            self._stop.set()
-            self._process.join(timeout=10)
-            if self._process.is_alive():
-                self._process.terminate()
-                self._process.join(timeout=5)
-            logger.info("synthesis pool stopped: %s", self.stats())
-            self._process = None
-        if self._temporary:
-            shutil.rmtree(self._root, ignore_errors=True)
-        atexit.unregister(self.close)
+        """Stop the producer (no orphan process) and remove the session and a temporary store."""
+        self._finalizer()
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to clean safely
-            self.close()
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+def _stop_producer(process: subprocess.Popen | None, control: ControlBlock, session: Path, lifeline: int,
+                   owner_pid: int) -> None:
+    """Finalizer of a SynthesisPool: never holds the pool itself, so dropping the last reference
+    to a dataset stops its producer. Does nothing in a forked child (a DataLoader worker)."""
+    if os.getpid() != owner_pid:
+        return
+    control.set(STOP, 1)
+    if process is not None:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # caught by the producer's watchdog: exits at once
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        logger.info("synthesis pool stopped (producer %s)", _exit_reason(process.returncode))
+    _LIFELINES.discard(lifeline)
+    _close_quietly(lifeline)
+    shutil.rmtree(session, ignore_errors=True)
 
 
 class PoolClient:
-    """The part a DataLoader worker holds: maps the store, applies the policy, counts stats."""
+    """The part a DataLoader worker holds: maps the store, applies the policy, counts its stats.
 
-    def __init__(self, directory: Path, config: PoolConfig, stats: Any, producer_pid: int | None) -> None:
+    Plain paths and values only, so it pickles (spawned workers) and deep-copies.
+    """
+
+    def __init__(self, session: Path, directory: Path, config: PoolConfig, recipe: PlanRecipe,
+                 control: ControlBlock) -> None:
+        self.session = session
         self.directory = directory
         self.config = config
-        self.stats = stats
-        self.producer_pid = producer_pid
-        self._store: tuple[int, EpochStore] | None = None
+        self.recipe = recipe
+        self.control = control
+        self.stats = StatsFile(session)
+        self._store: EpochStore | None = None
+        self._rows: tuple[int, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_store": None}
+        return {**self.__dict__, "_store": None, "_rows": None}
 
-    def _epoch_store(self, plan: EpochPlan) -> EpochStore:
-        if self._store is None or self._store[0] != plan.epoch:
-            self._store = (plan.epoch, open_epoch(self.directory, plan.epoch, plan.synthetic_count))
-        return self._store[1]
+    # --- the producer's health -------------------------------------------------------------------
+    def check_producer(self) -> None:
+        """Raise if the producer failed, died, stalled or was stopped."""
+        state = self.control.get(STATE)
+        if state == FAILED or not process_alive(self.control.get(PRODUCER_PID)):
+            error = read_error(self.session)
+            if error is not None:
+                raise error
+            if self.control.get(STOP):
+                raise SynthesisPoolError("the synthesis pool was closed (its dataset was closed or garbage "
+                                         "collected); a copy of a dataset cannot outlive its original")
+            raise SynthesisPoolError(
+                f"the synthesis pool's producer (pid {self.control.get(PRODUCER_PID)}) is gone without "
+                "reporting an error: it was killed (SIGKILL, the OOM killer) or crashed")
+        age = self.control.heartbeat_age_s()
+        if age > self.config.heartbeat_timeout_s:
+            raise SynthesisPoolError(
+                f"the synthesis pool's producer (pid {self.control.get(PRODUCER_PID)}) is stalled: no "
+                f"heartbeat for {age:.1f} s (PoolConfig.heartbeat_timeout_s={self.config.heartbeat_timeout_s})")
+
+    def _wait(self, done: Any, what: str, timeout_s: float, poll_s: float = _CHECK_INTERVAL_S) -> float:
+        """Poll ``done()`` every ``poll_s`` until true, checking the producer every 50 ms; return
+        the seconds waited."""
+        started = checked = time.perf_counter()
+        while not done():
+            now = time.perf_counter()
+            if now - checked >= _CHECK_INTERVAL_S:
+                self.check_producer()
+                checked = now
+            if now - started > timeout_s:
+                raise TimeoutError(f"synthesis pool: {what} not generated after {timeout_s} s although the "
+                                   "producer is alive (PoolConfig.wait_timeout_s)")
+            time.sleep(poll_s)
+        return time.perf_counter() - started
+
+    # --- the store ---------------------------------------------------------------------------
+    def _epoch_store(self, plan: EpochPlan, slots: int) -> EpochStore:
+        """This epoch's map; remapped when the producer re-created the file (an epoch revisited)."""
+        path = epoch_path(self.directory, plan.epoch)
+        store = self._store
+        if store is not None and store.path == path and store.inode == current_inode(path):
+            return store
+        self._store = None
+
+        def opened() -> bool:
+            self._store = open_epoch(self.directory, plan.epoch, slots)
+            return self._store is not None
+
+        self._wait(opened, f"epoch {plan.epoch}'s store", self.config.wait_timeout_s)
+        return self._store
+
+    def _shard_rows(self, plan: EpochPlan) -> np.ndarray:
+        """The slots of this rank's shard, ascending (store row i holds the i-th)."""
+        if self._rows is None or self._rows[0] != plan.epoch:
+            self._rows = (plan.epoch, self.recipe.shard_slots(plan))
+        return self._rows[1]
+
+    def rows_of(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
+        """Store rows of ``slots`` (the slots themselves for a single process)."""
+        if self.recipe.world_size == 1:
+            return slots
+        shard = self._shard_rows(plan)
+        rows = np.searchsorted(shard, slots)
+        if (rows >= shard.size).any() or not np.array_equal(shard[rows], slots):
+            raise InvalidArgumentError(
+                f"synthesis pool of rank {self.recipe.rank}/{self.recipe.world_size}: items of another rank's "
+                "shard were asked for; iterate with dataset.sampler()")
+        return rows
+
+    def wait_for_epoch(self, plan: EpochPlan, timeout_s: float) -> float:
+        rows = self._shard_rows(plan).size
+        if rows == 0:
+            return 0.0
+        started = time.perf_counter()
+        store = self._epoch_store(plan, rows)
+        self._wait(lambda: store.complete, f"epoch {plan.epoch}", timeout_s)
+        return time.perf_counter() - started
 
     def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
-        store = self._epoch_store(plan)
-        ready = np.asarray(store.ready[slots], dtype=bool)
-        served = slots.copy()
+        if self.control.get(STATE) == FAILED:
+            self.check_producer()
+        rows = self.rows_of(plan, slots)
+        shard = self._shard_rows(plan)
+        store = self._epoch_store(plan, shard.size)
+        ready = np.asarray(store.ready[rows], dtype=bool)
+        served = rows.copy()
         reused = 0
         if not ready.all() and self.config.policy == "reuse":
+            labels = plan.slot_labels[shard]
             for k in np.flatnonzero(~ready):
-                label = plan.slot_labels[slots[k]]
-                candidates = np.flatnonzero(np.asarray(store.ready[: plan.synthetic_count], dtype=bool)
-                                            & (plan.slot_labels == label))
+                candidates = np.flatnonzero(np.asarray(store.ready, dtype=bool) & (labels == labels[rows[k]]))
                 if candidates.size:
-                    served[k] = candidates[int(slots[k]) % candidates.size]
+                    served[k] = candidates[int(rows[k]) % candidates.size]
                     ready[k] = True
                     reused += 1
         waited = 0.0
         if not ready.all():
             missing = served[~ready]
             store.wanted[missing] = 1
-            started = time.perf_counter()
-            while not np.asarray(store.ready[missing], dtype=bool).all():
-                if self.stats[_FAILED]:
-                    raise RuntimeError("the synthesis pool's producer failed (see its log)")
-                if time.perf_counter() - started > self.config.wait_timeout_s:
-                    raise TimeoutError(
-                        f"synthesis pool: slots not generated after {self.config.wait_timeout_s} s "
-                        "(is the producer running?)"
-                    )
-                time.sleep(0.002)
-            waited = time.perf_counter() - started
+            waited = self._wait_rows(store, missing)
         images = np.array(store.images[served])
-        with self.stats.get_lock():
-            self.stats[_HITS] += int(slots.size - reused - (~ready).sum())
-            self.stats[_REUSES] += reused
-            self.stats[_WAITS] += int((~ready).sum())
-            self.stats[_WAIT_SECONDS] += waited
+        self.stats.add(HITS, int(slots.size - reused - (~ready).sum()))
+        self.stats.add(REUSES, reused)
+        self.stats.add(WAITS, int((~ready).sum()))
+        self.stats.add(WAIT_SECONDS, waited)
         return images
+
+    def _wait_rows(self, store: EpochStore, rows: np.ndarray) -> float:
+        return self._wait(lambda: bool(np.asarray(store.ready[rows], dtype=bool).all()), "slots",
+                          self.config.wait_timeout_s, poll_s=0.002)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -75,8 +76,10 @@ class ModelSource:
 
     @property
     def synthesizer(self) -> Any:
+        refuse_cuda_in_bad_fork(self.device if self._synthesizer is None else str(self._synthesizer.device))
         if self._synthesizer is None:
             from histoaug import load_synthesizer
+
 
             self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device,
                                                  dtype=self.dtype, compile=self.compile)
@@ -100,6 +103,13 @@ class ModelSource:
                            dtype=synthesizer.dtype if synthesizer.backend == "torch" else None,
                            compile=synthesizer.compiled)
 
+    def producer_model(self) -> dict[str, Any]:
+        """How the pool's producer program loads this model (JSON-ready). With no device given,
+        each process uses its own rank's GPU (``cuda:LOCAL_RANK``) when CUDA is available."""
+        source = self.reloadable()
+        return {"source": str(source.spec), "backend": source.backend, "device": source.device or default_device(),
+                "dtype": source.dtype, "compile": source.compile}
+
     def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
         synthesizer = self.synthesizer
         assignment = SampleAssigner(synthesizer.prompts, run_seed=plan.epoch_seed).assign(
@@ -109,6 +119,30 @@ class ModelSource:
             assignment.labels, assignment.seeds, assignment.prompt_ids,
             batch_size=len(slots), **self.generate_options,
         )
+
+
+def refuse_cuda_in_bad_fork(device: str | None) -> None:
+    """A forked DataLoader worker cannot use CUDA once the training process initialised it
+    ("Cannot re-initialize CUDA in forked subprocess"): say so in one line, with the ways out,
+    instead of failing deep inside torch or silently running on another device."""
+    import torch
+
+    wants_cuda = str(device).startswith("cuda") if device is not None else torch.cuda.is_available()
+    if wants_cuda and getattr(torch.cuda, "_is_in_bad_fork", lambda: False)():
+        raise InvalidArgumentError(
+            "this DataLoader worker was forked after CUDA was initialised, so it cannot run the model on the "
+            "GPU; use SyntheticPCam's pool (pool=True, the default), a file written by histoaug generate, "
+            "device='cpu', or DataLoader(multiprocessing_context='spawn')")
+
+
+def default_device() -> str | None:
+    """``cuda:LOCAL_RANK`` when CUDA is available (so every DDP rank uses its own GPU), else None.
+    ``torch.cuda.is_available`` asks the driver without initialising CUDA in this process."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return None
 
 
 def open_source(spec: Any, **model_options: Any) -> FileSource | ModelSource:

@@ -16,9 +16,9 @@ changes that). The epoch lives in shared memory, so ``set_epoch`` reaches persis
 
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing
+import os
+import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from torch.utils.data import Dataset, Sampler
 
 from histoaug.data.pcam import PCam
 from histoaug.errors import InvalidArgumentError
-from histoaug.mixing.epoch_plan import EpochPlan, build_epoch_plan, parse_synthetic_labels
-from histoaug.mixing.pool import PlanRecipe, PoolClient, PoolConfig, PoolStats, SynthesisPool
+from histoaug.mixing.epoch_plan import EpochPlan, PlanRecipe, build_epoch_plan, parse_synthetic_labels, shard_positions
+from histoaug.mixing.pool import PoolClient, PoolConfig, PoolStats, ProducerSpec, SynthesisPool
+from histoaug.mixing.pool_control import EPOCH, ControlBlock
 from histoaug.mixing.sources import FileSource, ModelSource, open_source
 
 
@@ -50,6 +51,14 @@ class SyntheticPCam(Dataset):
         pool: with a model, run it in one background producer process that generates ahead
             of the loader (default, ``True`` or a ``PoolConfig``); ``False`` generates on
             demand inside each DataLoader worker instead. Ignored for a generated file.
+
+    Under an initialised ``torch.distributed``, ``sampler()`` yields this rank's shard of each
+    epoch (the ranks' shards are disjoint and cover the epoch once) and the pool's producer
+    generates only that shard.
+
+    Copies (pickled into DataLoader workers, ``copy.deepcopy``) are views: they share the
+    original's producer, store and epoch, and never start or stop a producer; ``close()`` (or
+    dropping the original) stops it for all of them.
     """
 
     def __init__(
@@ -78,7 +87,7 @@ class SyntheticPCam(Dataset):
         self.transform = transform
         self.target_transform = target_transform
         self.synthetic_labels = parse_synthetic_labels(synthetic_labels)
-        self._epoch = multiprocessing.RawValue("q", 0)
+        self.rank, self.world_size = _distributed_rank()
         self._plan: EpochPlan | None = None
         self.source = None
         if self.ratio > 0:
@@ -86,29 +95,20 @@ class SyntheticPCam(Dataset):
                 synthesizer, backend=backend, device=device, dtype=dtype, compile=compile,
                 generate_options=generate_options,
             )
-            if isinstance(self.source, FileSource):
-                self.source.check_labels(set(np.unique(self.plan.slot_labels).tolist()))
         self._pool: SynthesisPool | None = None
         self._pool_client: PoolClient | None = None
         if isinstance(self.source, ModelSource) and pool is not False:
             config = pool if isinstance(pool, PoolConfig) else PoolConfig()
-            recipe = PlanRecipe(self.real.labels, self.ratio, self.seed, self.synthetic_labels)
-            reloadable = self.source.reloadable()
-            self._pool = SynthesisPool(reloadable, recipe, self._epoch, config,
-                                       model_key=self._pool_key(reloadable, generate_options, config))
+            recipe = PlanRecipe(self.real.labels, self.ratio, self.seed, self.synthetic_labels,
+                                self.rank, self.world_size)
+            self._pool = SynthesisPool(ProducerSpec(self.source.producer_model(), self.source.generate_options, recipe,
+                                                    config))
             self._pool_client = self._pool.client()
-
-    def _pool_key(self, source: ModelSource, generate_options: dict[str, Any] | None, config: PoolConfig) -> str:
-        """Store name: everything that decides the patches (so a warm store is only reused when valid)."""
-        spec = self.source.spec
-        identity = getattr(spec, "model_id", None) or str(spec)
-        runtime = {"backend": source.backend, "device": source.device, "dtype": source.dtype, "compile": source.compile}
-        payload = json.dumps({
-            "model": identity, "runtime": runtime, "options": generate_options or {},
-            "seed": self.seed, "ratio": self.ratio, "labels": str(self.synthetic_labels),
-            "real": hashlib.sha256(self.real.labels.tobytes()).hexdigest(), "block": config.batch_size,
-        }, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+            self._epoch = self._pool.control
+        else:
+            self._epoch = _epoch_cell(self)
+        if isinstance(self.source, FileSource):
+            self.source.check_labels(set(np.unique(self.plan.slot_labels).tolist()))
 
     # --- pool ----------------------------------------------------------------------------------
     def pool_stats(self) -> PoolStats | None:
@@ -120,7 +120,8 @@ class SyntheticPCam(Dataset):
         return self._pool.wait_until_ready(self.plan, timeout_s) if self._pool is not None else 0.0
 
     def close(self) -> None:
-        """Stop the pool's producer process (also done at interpreter exit)."""
+        """Stop the pool's producer process (also done when the dataset is garbage collected, and
+        at interpreter exit)."""
         if self._pool is not None:
             self._pool.close()
 
@@ -131,20 +132,22 @@ class SyntheticPCam(Dataset):
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pool": None}  # workers get the client, not the process
+        # copies get the client (paths and values), never the process: see the class docstring
+        return {**self.__dict__, "_pool": None, "_plan": None}
 
     def sampler(self) -> EpochOrderSampler:
-        """A sampler visiting the epoch's items in the order the pool generates ahead of."""
+        """A sampler visiting the epoch's items in the order the pool generates ahead of (this
+        rank's shard under ``torch.distributed``)."""
         return EpochOrderSampler(self)
 
     # --- epochs --------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch (call before each epoch; visible to persistent workers too)."""
-        self._epoch.value = int(epoch)
+        self._epoch.set(EPOCH, int(epoch))
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch.value)
+        return self._epoch.get(EPOCH)
 
     @property
     def plan(self) -> EpochPlan:
@@ -209,7 +212,35 @@ class EpochOrderSampler(Sampler[int]):
         self.dataset = dataset
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.dataset.plan.order.tolist())
+        return iter(self._positions().tolist())
+
+    def _positions(self) -> np.ndarray:
+        dataset = self.dataset
+        return shard_positions(dataset.plan.order, dataset.rank, dataset.world_size)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return self._positions().size
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under an initialised ``torch.distributed``, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _epoch_cell(owner: SyntheticPCam) -> ControlBlock:
+    """A small shared file holding the epoch of a dataset without a pool, so ``set_epoch`` reaches
+    persistent workers, forked or spawned; removed when ``owner`` is garbage collected."""
+    descriptor, name = tempfile.mkstemp(prefix="histoaug-epoch-")
+    os.close(descriptor)
+    cell = ControlBlock(name, create=True)
+    weakref.finalize(owner, _remove_cell, name, os.getpid())
+    return cell
+
+
+def _remove_cell(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:  # not from a forked DataLoader worker's copy
+        Path(path).unlink(missing_ok=True)
