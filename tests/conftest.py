@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
+# compiled UNets (histoaug.synthesis.compile_cache) go to a throw-away dir, never the user's cache
+os.environ["HISTOAUG_CACHE"] = tempfile.mkdtemp(prefix="histoaug-test-cache-")
 
 
 @pytest.fixture(scope="module")

@@ -77,16 +77,21 @@ def test_onnxruntime_matches_torch_and_is_deterministic(artifact, model_dir) -> 
     assert np.abs(smaller.astype(int) - ours).max() <= 2
 
 
-def test_auto_prefers_onnxruntime_for_artifacts_on_cpu(artifact) -> None:
-    assert histoaug.load_synthesizer(artifact, device="cpu").backend == "onnxruntime"
+def test_auto_prefers_onnxruntime_for_short_jobs_on_cpu(artifact) -> None:
+    short = histoaug.load_synthesizer(artifact, device="cpu", expected_patches=100)
+    assert (short.backend, short.compiled) == ("onnxruntime", False) and "shorter" in short.choice.reason
+    assert histoaug.load_synthesizer(artifact, device="cpu", compile=False).backend == "onnxruntime"
     with pytest.raises(InvalidArgumentError, match="exported as fp32"):
         histoaug.load_synthesizer(artifact, backend="onnxruntime", dtype="fp16")
+    assert not short.supports_deep_cache
+    with pytest.raises(InvalidArgumentError, match="deep_cache runs on the torch backend, not 'onnxruntime'"):
+        short.generate([0], [1], steps=2, deep_cache=2)
 
 
 def test_auto_honours_an_asked_dtype(artifact, caplog) -> None:
     assert histoaug.load_synthesizer(artifact, device="cpu", dtype="fp32").backend == "onnxruntime"
     with caplog.at_level("INFO", logger="histoaug"):
-        synth = histoaug.load_synthesizer(artifact, device="cpu", dtype="bf16")
+        synth = histoaug.load_synthesizer(artifact, device="cpu", dtype="bf16", compile=False)
     assert (synth.backend, synth.dtype) == ("torch", "bf16")
     assert "onnxruntime: runs the artifact's export dtype fp32, not bf16" in caplog.text
 

@@ -56,6 +56,9 @@ def test_pcam_output_content_and_provenance(model, tmp_path, capsys):
         attrs = dict(handle.attrs)
     assert attrs["steps"] == 3 and attrs["sampler"] == "dpmsolver++" and attrs["seed"] == 5
     assert attrs["model_id"] and "histoaug generate" in attrs["command_line"]
+    # the runtime auto resolved to, and why: a 10-patch job is too short for compiling to pay
+    assert json.loads(attrs["runtime_id"])["compile"] == "eager" and attrs["guidance_until"] == 1.0
+    assert attrs["runtime_choice"].startswith("--backend auto: not compiled: a 10-patch job is shorter")
     assert (tmp_path / "grid.png").stat().st_size > 0
     # sample i is what the synthesizer makes from (label, seed, prompt) of row i
     synthesizer = load_synthesizer(str(model), backend="torch")
@@ -69,6 +72,14 @@ def test_same_settings_same_file_content(model, tmp_path):
         assert main(["generate", "--n", "6", "--out", str(tmp_path / name), "--model", str(model),
                      "--batch-size", "3", *FAST]) == 0
     assert_same_data(tmp_path / "a.h5", tmp_path / "b.h5")
+
+
+def test_fast_mode_is_recorded(model, tmp_path):
+    out = tmp_path / "fast.h5"
+    assert main(["generate", "--n", "4", "--out", str(out), "--model", str(model), "--batch-size", "4",
+                 "--fast", "--deep-cache", "3", *FAST]) == 0
+    with h5py.File(out) as handle:
+        assert (handle.attrs["guidance_until"], handle.attrs["deep_cache"]) == (0.5, 3)  # given values win
 
 
 def test_png_tree(model, tmp_path):

@@ -83,6 +83,50 @@ def test_guidance_one_skips_uncond(synth, monkeypatch) -> None:
     batches.clear()
     synth.generate([0, 1, 0], [1, 2, 3], steps=2, guidance=2.0)
     assert batches == [6, 6]  # cond and uncond in one UNet call
+    batches.clear()
+    fast = synth.generate([0, 1, 0], [1, 2, 3], steps=4, guidance=2.0, guidance_until=0.5)
+    assert batches == [6, 6, 3, 3]  # fast mode: CFG over the first half of the steps only
+    monkeypatch.undo()
+    exact = synth.generate([0, 1, 0], [1, 2, 3], steps=4, guidance=2.0)
+    np.testing.assert_array_equal(synth.generate([0, 1, 0], [1, 2, 3], steps=4, guidance_until=1.0), exact)
+    assert not np.array_equal(fast, exact)
+    with pytest.raises(InvalidArgumentError, match="guidance_until"):
+        synth.generate([0], [1], steps=2, guidance_until=0.0)
+
+
+def test_deep_cache_passes_restate_the_unet_exactly(synth) -> None:
+    import torch
+
+    backend = synth._backend
+    shape = (3, synth.model.latent_channels, synth.model.latent_size, synth.model.latent_size)
+    latents, timesteps = torch.randn(shape, generator=torch.Generator().manual_seed(0)), torch.full((3,), 400.0)
+    embeddings = synth.model.embeddings.cond[[0, 1, 0]]
+    reference = backend.predict_noise(latents, timesteps, embeddings)
+    eps, feature = backend.predict_noise_full(latents, timesteps, embeddings)
+    assert torch.equal(eps, reference)  # the re-stated forward is diffusers' forward
+    assert torch.equal(backend.predict_noise_shallow(latents, timesteps, embeddings, feature), reference)
+
+
+def test_deep_cache_runs_the_whole_unet_every_k_steps(synth, monkeypatch) -> None:
+    backend, calls = synth._backend, []
+    full, shallow = backend.predict_noise_full, backend.predict_noise_shallow
+
+    def spy_full(latents, timesteps, embeddings):
+        calls.append(("full", latents.shape[0]))
+        return full(latents, timesteps, embeddings)
+
+    def spy_shallow(latents, timesteps, embeddings, feature):
+        calls.append(("shallow", latents.shape[0]))
+        assert feature.shape[0] == latents.shape[0]  # the cond half of a guided step's feature after guidance
+        return shallow(latents, timesteps, embeddings, feature)
+
+    monkeypatch.setattr(backend, "predict_noise_full", spy_full)
+    monkeypatch.setattr(backend, "predict_noise_shallow", spy_shallow)
+    fast = synth.generate([0, 1], [5, 6], steps=5, fast=True)  # guidance over 2 (of 5) steps, whole UNet every 2nd
+    assert calls == [("full", 4), ("shallow", 4), ("full", 2), ("shallow", 2), ("full", 2)]
+    np.testing.assert_array_equal(synth.generate([0, 1], [5, 6], steps=5, guidance_until=0.5, deep_cache=2), fast)
+    with pytest.raises(InvalidArgumentError, match="deep_cache"):
+        synth.generate([0], [1], steps=2, deep_cache=0)
 
 
 def test_matches_diffusers_pipeline(model_dir, synth) -> None:

@@ -29,8 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="benchmark a model preset with random weights instead of --model (tiny, small, histo96)")
     parser.add_argument("--workdir", type=Path, default=None, help="where built models and exports are cached")
     parser.add_argument("--backends", default="torch:fp32,torch:bf16,onnxruntime:fp32",
-                        help="comma-separated NAME[:DTYPE[:compile]] specs, e.g. torch:bf16:compile "
-                        "(the compiled UNet is compiled in the warm-up, outside the timing)")
+                        help="comma-separated specs: auto (what load_synthesizer picks with no speed flags) or "
+                        "NAME[:DTYPE[:compile]], e.g. torch:bf16:compile (compiles happen in the warm-up, outside "
+                        "the timing)")
+    parser.add_argument("--device", default="cpu", help="device to benchmark on: cpu, cuda, cuda:1 "
+                        "(default: %(default)s)")
     parser.add_argument("--batch", default="32", help="comma-separated batch sizes")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
@@ -51,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
     SamplerSettings(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)  # validate early
     if args.repeats <= 0:
         raise InvalidArgumentError("--repeats must be positive")
-    backends = tuple(BackendSpec.parse(item) for item in args.backends.split(","))
+    from histoaug.synthesis.backends.selection import resolve_device
+
+    device = str(resolve_device(args.device))
+    backends = tuple(BackendSpec.parse(item, device) for item in args.backends.split(","))
     config = BenchConfig(model=None if args.preset else args.model, preset=args.preset or "small",
                          workdir=args.workdir, backends=backends,
                          batches=_ints(args.batch), steps=args.steps, guidance=args.guidance,
-                         scheduler=args.scheduler, baseline=not args.no_baseline, repeats=args.repeats)
+                         scheduler=args.scheduler, baseline=not args.no_baseline, repeats=args.repeats,
+                         device=device)
     report = run_benchmark(config)
     print(format_report(report))
     if args.determinism:
@@ -77,7 +84,7 @@ def _determinism(config) -> list[dict]:
     model, artifact = prepare_models(config)
     rows = []
     for spec in config.backends:
-        synth = spec.load(model, artifact)
+        synth = spec.load(model, artifact, config.device)
         rows.append(batch_layout_tolerance(synth, model, steps=config.steps, guidance=config.guidance,
                                            scheduler=config.scheduler))
     return rows

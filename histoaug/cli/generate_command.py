@@ -10,7 +10,13 @@ from pathlib import Path
 
 from histoaug._version import __version__
 from histoaug.errors import InvalidArgumentError, OutputExistsError, OutputWriteError
-from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from histoaug.synthesis.defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    FAST_DEEP_CACHE,
+    FAST_GUIDANCE_UNTIL,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +35,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"),
                         help="torch backend weights dtype (default: fp32 on CPU, fp16 on CUDA); "
                         "ONNX backends run the artifact's export dtype")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch backend: torch.compile the UNet (one-time compile of ~30 s per batch shape; "
-                        "the fastest CPU path for long runs, with --dtype bf16)")
+    compile_group = parser.add_mutually_exclusive_group()
+    compile_group.add_argument("--compile", dest="compile", action="store_true", default=None,
+                               help="torch backend: compile the UNet ahead of time (~30 s per batch shape the first "
+                               "time on a machine, ~1 s from the compile cache later). Default: --backend auto "
+                               "compiles (bf16) on the CPU when the job is long enough for it to pay")
+    compile_group.add_argument("--no-compile", dest="compile", action="store_false",
+                               help="never compile (auto then picks the fastest uncompiled runtime)")
+    parser.add_argument("--guidance-until", type=float, default=None,
+                        help="fast mode, approximate: classifier-free guidance over this first fraction of the "
+                        "steps only (default 1 = exact; speed and PSNR per value in benchmarks/RESULTS.md)")
+    parser.add_argument("--deep-cache", type=int, default=None,
+                        help="fast mode, approximate, torch backend: the whole UNet every N steps only, its deep "
+                        "features reused in between (default 1 = off)")
+    parser.add_argument("--fast", action="store_true",
+                        help=f"fast mode: --guidance-until {FAST_GUIDANCE_UNTIL} --deep-cache {FAST_DEEP_CACHE} "
+                        "unless given (approximations; speed and PSNR in docs/synthesis.md)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
@@ -64,6 +83,13 @@ def _prompt_ids(spec: str) -> tuple[int, ...] | None:
     return ids
 
 
+def _fast_option(given, fast: bool, fast_value, exact_value):
+    """A fast-mode option: as given, else the fast preset's value with --fast, else exact."""
+    if given is not None:
+        return given
+    return fast_value if fast else exact_value
+
+
 def _check_output(args: argparse.Namespace) -> None:
     """Refuse unusable outputs before any model is loaded or any byte is written."""
     out: Path = args.out
@@ -91,10 +117,18 @@ def run(args: argparse.Namespace) -> int:
         n=args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
         guidance=args.guidance, scheduler=args.scheduler,
         fraction_tumour=parse_label_spec(args.labels), prompt_ids=_prompt_ids(args.prompts),
+        guidance_until=_fast_option(args.guidance_until, args.fast, FAST_GUIDANCE_UNTIL, 1.0),
+        deep_cache=_fast_option(args.deep_cache, args.fast, FAST_DEEP_CACHE, 1),
     )
     _check_output(args)
-    runtime = {"backend": args.backend, "device": args.device, "dtype": args.dtype, "compile": args.compile}
-    synthesizer = load_synthesizer(args.model, **runtime)
+    synthesizer = load_synthesizer(args.model, args.backend, args.device, dtype=args.dtype, compile=args.compile,
+                                   expected_patches=settings.n)
+    if settings.deep_cache > 1 and not synthesizer.supports_deep_cache:
+        raise InvalidArgumentError(f"--deep-cache runs on the torch backend, not {synthesizer.backend!r} "
+                                   "(pass --backend torch, or leave --deep-cache off)")
+    # Ray workers load exactly the runtime resolved here, so every shard rounds the same
+    runtime = {"backend": synthesizer.backend, "device": args.device, "dtype": synthesizer.dtype,
+               "compile": synthesizer.compiled}
     model_id = synthesizer.model_id
     provenance = {
         "histoaug_version": __version__,
@@ -103,9 +137,13 @@ def run(args: argparse.Namespace) -> int:
         "backend": synthesizer.backend,
         "dtype": synthesizer.dtype,
         "compiled": synthesizer.compiled,
+        "runtime_id": synthesizer.runtime_id,
+        "runtime_choice": f"--backend {args.backend}: {synthesizer.choice.reason}",
         "sampler": settings.scheduler,
         "steps": settings.steps,
         "guidance": settings.guidance,
+        "guidance_until": settings.guidance_until,
+        "deep_cache": settings.deep_cache,
         "seed": settings.seed,
         "labels": args.labels,
         "prompts": args.prompts,

@@ -27,7 +27,7 @@ class PatchSource(Protocol):
     """What generation needs from a ``Synthesizer``."""
 
     prompts: PromptBank
-    runtime_id: str  # backend, dtype, compile, device: part of the resume fingerprint
+    runtime_id: str  # sorted JSON of the backend's runtime_id: part of the resume fingerprint
 
     def generate(self, labels: Any, seeds: Any, prompt_ids: Any = None, **settings: Any) -> np.ndarray: ...
 
@@ -66,6 +66,8 @@ def generate_block(source: PatchSource, settings: GenerationSettings, assignment
         guidance=settings.guidance,
         scheduler=settings.scheduler,
         batch_size=len(assignment.indices),
+        guidance_until=settings.guidance_until,
+        deep_cache=settings.deep_cache,
     )
 
 

@@ -27,6 +27,8 @@ class GenerationSettings:
     scheduler: str = DEFAULT_SCHEDULER
     fraction_tumour: float = 0.5
     prompt_ids: tuple[int, ...] | None = None
+    guidance_until: float = 1.0  # fast mode: CFG over this first fraction of the steps only
+    deep_cache: int = 1  # fast mode: the whole UNet every deep_cache steps, deep features reused between
 
     def __post_init__(self) -> None:
         if self.n <= 0:
@@ -37,6 +39,10 @@ class GenerationSettings:
             raise InvalidArgumentError(f"--steps must be positive, got {self.steps}")
         if not self.guidance >= 1.0:
             raise InvalidArgumentError(f"--guidance must be >= 1, got {self.guidance}")
+        if not 0.0 < self.guidance_until <= 1.0:
+            raise InvalidArgumentError(f"--guidance-until must be in (0, 1], got {self.guidance_until}")
+        if self.deep_cache < 1:
+            raise InvalidArgumentError(f"--deep-cache must be >= 1 (1 = off), got {self.deep_cache}")
         if self.seed < 0:
             raise InvalidArgumentError(f"--seed must be >= 0, got {self.seed}")
         if self.scheduler not in SCHEDULER_NAMES:  # before any output file is created
@@ -52,5 +58,9 @@ class GenerationSettings:
         """Hash of the settings, the model and the runtime (``Synthesizer.runtime_id``): a work file
         resumes only under the same one, since another backend, dtype, compile setting or device
         rounds differently and the file would no longer equal an uninterrupted run."""
-        payload = json.dumps({"model": model_id, "runtime": runtime, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        for name, exact in (("guidance_until", 1.0), ("deep_cache", 1)):
+            if fields[name] == exact:  # exact sampling: the same fingerprint as runs written before fast mode
+                del fields[name]
+        payload = json.dumps({"model": model_id, "runtime": runtime, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()

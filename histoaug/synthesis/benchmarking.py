@@ -47,15 +47,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    """Measured GFLOP/s of a large square matmul through torch on this machine (best of ``repeats``)."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
+def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
+    """Measured GFLOP/s of a large square matmul through torch on ``device`` (best of ``repeats``)."""
+    a = torch.randn(size, size).to(device=device, dtype=dtype)
+    b = torch.randn(size, size).to(device=device, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
+        if a.is_cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
         torch.mm(a, b)
+        if a.is_cuda:
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
@@ -105,13 +109,13 @@ class DiffusersBaseline:
     (oneDNN primitive creation, allocator growth) inside the timing.
     """
 
-    def __init__(self, model_dir: Path, scheduler: str) -> None:
+    def __init__(self, model_dir: Path, scheduler: str, device: str = "cpu") -> None:
         from diffusers import StableDiffusionPipeline
 
         self.model_dir = model_dir
         self.model = open_model(model_dir)
         self.pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None,
-                                                            requires_safety_checker=False)
+                                                            requires_safety_checker=False).to(device)
         self.pipe.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
         self.pipe.set_progress_bar_config(disable=True)
 
@@ -142,13 +146,14 @@ def run_diffusers(model_dir: Path, batch: int, steps: int, guidance: float, sche
 
 
 def run_histoaug(synthesizer, model_dir: Path, batch: int, steps: int, guidance: float, scheduler: str,
-                 repeats: int = 1) -> tuple[np.ndarray, float]:
+                 repeats: int = 1, **options) -> tuple[np.ndarray, float]:
+    """(patches, best seconds of ``repeats``) for the ``workload`` batch; ``options`` go to generate()."""
     labels, seeds, prompt_ids = workload(model_dir, batch)
     best, images = float("inf"), None
     for _ in range(repeats):
         start = time.perf_counter()
         images = synthesizer.generate(labels, seeds, prompt_ids, steps=steps, guidance=guidance,
-                                      scheduler=scheduler, batch_size=batch)
+                                      scheduler=scheduler, batch_size=batch, **options)
         best = min(best, time.perf_counter() - start)
     return images, best
 
@@ -156,50 +161,69 @@ def run_histoaug(synthesizer, model_dir: Path, batch: int, steps: int, guidance:
 BASELINE = "diffusers StableDiffusionPipeline fp32"
 
 
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class BackendSpec:
-    """One benchmarked runtime: backend name, dtype, and (torch) whether the UNet is compiled."""
+    """One benchmarked runtime: backend name, dtype, and (torch) whether the UNet is compiled.
+
+    ``auto`` is what a user gets with no speed flags (``load_synthesizer(source)``): resolved at load,
+    and reported with the runtime it resolved to.
+    """
 
     name: str
     dtype: str = "fp32"
     compile: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> BackendSpec:
-        """``NAME[:DTYPE[:compile]]``, e.g. ``onnxruntime``, ``torch:bf16``, ``torch:bf16:compile``.
+    def parse(cls, text: str, device: str = "cpu") -> BackendSpec:
+        """``auto`` or ``NAME[:DTYPE[:compile]]``, e.g. ``onnxruntime``, ``torch:bf16``, ``torch:bf16:compile``.
 
         Checked here, before any model is built or exported: known backend and dtype, compile
-        only for torch and only where Inductor finds a C++ compiler.
+        only for torch and only where Inductor can build for ``device``.
         """
-        from histoaug.synthesis.backends.selection import BACKEND_NAMES
+        from histoaug.synthesis.backends.registry import BACKEND_NAMES
         from histoaug.synthesis.backends.torch_backend import DTYPES, compile_unavailable_reason
 
+        if text.strip() == AUTO:
+            return cls(AUTO, "", False)
         parts = text.strip().split(":")
         if not parts[0] or len(parts) > 3 or (len(parts) == 3 and parts[2] != "compile"):
             raise InvalidArgumentError(f"backend spec must be NAME[:DTYPE[:compile]], got {text!r}")
         spec = cls(parts[0], parts[1] if len(parts) > 1 and parts[1] else "fp32", len(parts) == 3)
         if spec.name not in BACKEND_NAMES:
-            raise InvalidArgumentError(f"unknown backend {spec.name!r} in {text!r}; choose one of "
+            raise InvalidArgumentError(f"unknown backend {spec.name!r} in {text!r}; choose auto or one of "
                                        f"{', '.join(BACKEND_NAMES)}")
         if spec.dtype not in DTYPES:
             raise InvalidArgumentError(f"unknown dtype {spec.dtype!r} in {text!r}; choose one of {', '.join(DTYPES)}")
         if spec.compile and spec.name != "torch":
             raise InvalidArgumentError(f"compile applies to the torch backend, not {spec.name!r} ({text!r})")
-        if spec.compile and (reason := compile_unavailable_reason(torch.device("cpu"))) is not None:
+        if spec.compile and (reason := compile_unavailable_reason(torch.device(device))) is not None:
             raise InvalidArgumentError(f"{text!r}: torch backend cannot compile here: {reason}")
         return spec
 
     @property
     def label(self) -> str:
         """The runtime's name in reports, e.g. ``histoaug torch bf16 compiled``."""
+        if self.name == AUTO:
+            return "histoaug auto"
         return f"histoaug {self.name} {self.dtype}" + (" compiled" if self.compile else "")
 
-    def load(self, model: Path, artifact: Path | None) -> Synthesizer:
-        """This runtime on the CPU: torch runs the pipeline dir, the ONNX backends the artifact."""
+    def load(self, model: Path, artifact: Path | None, device: str = "cpu") -> Synthesizer:
+        """This runtime on ``device``: torch runs the pipeline dir, the ONNX backends (and auto, which
+        may pick them) the artifact when there is one."""
         from histoaug.synthesis.synthesizer import load_synthesizer
 
-        return load_synthesizer(model if self.name == "torch" else artifact, backend=self.name, device="cpu",
+        if self.name == AUTO:
+            return load_synthesizer(artifact or model, device=device)
+        return load_synthesizer(model if self.name == "torch" else artifact, backend=self.name, device=device,
                                 dtype=self.dtype, compile=self.compile)
+
+
+def resolved_label(synthesizer: Synthesizer) -> str:
+    """What a runtime resolved to, e.g. ``torch bf16 compiled``."""
+    return f"{synthesizer.backend} {synthesizer.dtype}" + (" compiled" if synthesizer.compiled else "")
 
 
 @dataclass(frozen=True)
@@ -217,6 +241,7 @@ class BenchConfig:
     scheduler: str = DEFAULT_SCHEDULER
     baseline: bool = True
     repeats: int = 1
+    device: str = "cpu"
 
 
 def prepare_models(config: BenchConfig) -> tuple[Path, Path | None]:
@@ -260,22 +285,27 @@ def run_benchmark(config: BenchConfig) -> dict:
     flops = unet_flops_per_sample(model)
     decoder_flops = decoder_flops_per_sample(model)
     cfg = 2 if config.guidance > 1 else 1
-    ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    ceilings = {"fp32": matmul_ceiling(torch.float32, device=config.device),
+                "bf16": matmul_ceiling(torch.bfloat16, device=config.device)}
     report: dict = {"model": str(model), "unet_gflop_per_sample_eval": flops / 1e9,
                     "decoder_gflop_per_sample": decoder_flops / 1e9, "steps": config.steps,
                     "guidance": config.guidance, "scheduler": config.scheduler, "threads": torch.get_num_threads(),
-                    "repeats": config.repeats, "matmul_ceiling_gflops": ceilings, "results": []}
+                    "repeats": config.repeats, "device": config.device, "matmul_ceiling_gflops": ceilings,
+                    "results": []}
 
     def gflops(batch: int, seconds: float) -> float:
         return flops * batch * cfg * config.steps / seconds / 1e9
 
-    synths = {spec.label: spec.load(model, artifact) for spec in config.backends}
-    baseline = DiffusersBaseline(model, config.scheduler) if config.baseline else None
+    synths = {spec.label: spec.load(model, artifact, config.device) for spec in config.backends}
+    report["resolved"] = {label: {"runtime": resolved_label(synth), "reason": synth.choice.reason,
+                                  "runtime_id": synth.runtime} for label, synth in synths.items()}
+    baseline = DiffusersBaseline(model, config.scheduler, config.device) if config.baseline else None
     for batch in config.batches:
-        # warm-up at this batch shape, untimed (and the compile of a compiled UNet)
+        # warm-up at this batch shape, untimed: compile / engine build (prepare), then first-call costs
         if baseline is not None:
             baseline.run(batch, 2, config.guidance)
         for synth in synths.values():
+            synth.prepare([batch], config.guidance)
             run_histoaug(synth, model, batch, 2, config.guidance, config.scheduler)
         best: dict[str, float] = {}
         images: dict[str, np.ndarray] = {}
@@ -303,7 +333,21 @@ def run_benchmark(config: BenchConfig) -> dict:
             row["fraction_of_fp32_ceiling"] = row["unet_gflops_per_second"] / ceilings["fp32"]
             report["results"].append(row)
             logger.info("%s batch %d: %.2f patches/s", label, batch, result.patches_per_second)
+    report["best_batch"] = best_batch_summary(report["results"])
     return report
+
+
+def best_batch_summary(rows: list[dict]) -> list[dict]:
+    """Each runtime at its own best batch, and its speed-up over the baseline at the baseline's best
+    batch (besides the same-batch speed-ups in the rows)."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        if row["name"] not in best or row["patches_per_second"] > best[row["name"]]["patches_per_second"]:
+            best[row["name"]] = row
+    reference = best.get(BASELINE)
+    return [{"name": name, "best_batch": row["batch"], "patches_per_second": row["patches_per_second"],
+             "speedup_vs_diffusers_best": (row["patches_per_second"] / reference["patches_per_second"]
+                                           if reference else None)} for name, row in best.items()]
 
 
 def format_report(report: dict) -> str:
@@ -323,6 +367,13 @@ def format_report(report: dict) -> str:
                      f"{psnr_text:>8} {diff:>7} {row['unet_gflops_per_second']:>9.1f} "
                      f"{100 * row['fraction_of_bf16_ceiling']:>5.0f}% {100 * row['fraction_of_fp32_ceiling']:>5.0f}% "
                      f"{100 * row.get('pipeline_fraction_of_bf16_ceiling', 0):>8.0f}%")
+    for label, resolved in report.get("resolved", {}).items():
+        if label.endswith("auto"):
+            lines.append(f"{label} resolved to {resolved['runtime']} ({resolved['reason']})")
+    for row in report.get("best_batch", []):
+        speed = "-" if row["speedup_vs_diffusers_best"] is None else f"{row['speedup_vs_diffusers_best']:.2f}x"
+        lines.append(f"best batch: {row['name']:<42} batch {row['best_batch']:>4} {row['patches_per_second']:>9.2f} "
+                     f"patches/s, {speed} diffusers at its best batch")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ backends differ only in how fast (and how exactly) they evaluate the networks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,11 +21,27 @@ from histoaug.synthesis.schedulers import SCHEDULER_NAMES, make_scheduler
 
 
 class Backend(Protocol):
-    """What the sampling loop needs from a runtime."""
+    """What the sampling loop needs from a runtime, and its lifecycle (prepare -> calls -> close)."""
 
     name: str
     device: torch.device
     dtype: str
+
+    def prepare(self, batch_sizes: Sequence[int]) -> None:
+        """Do all compilation / graph capture / engine building for these (UNet) batch sizes now,
+        outside any timing. Idempotent; generate() calls it lazily for shapes not prepared yet."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions / engines / graphs / compiled code. Idempotent."""
+        ...
+
+    @property
+    def runtime_id(self) -> dict[str, str]:
+        """Everything besides (model, prompt, seed, sampler settings) that decides the rounding:
+        backend, device (type + name), dtype, attention implementation, compile / graph mode and
+        the runtime library versions. ``Synthesizer.runtime_id`` serialises it (sorted JSON)."""
+        ...
 
     def predict_noise(self, latents: torch.Tensor, timesteps: torch.Tensor,
                       embeddings: torch.Tensor) -> torch.Tensor:
@@ -38,17 +55,30 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Sampler settings; with the model, prompt and seed they decide a sample."""
+    """Sampler settings; with the model, prompt and seed they decide a sample.
+
+    Fast mode, approximations chosen knowingly (defaults: exact):
+    ``guidance_until``: classifier-free guidance runs over the first ``guidance_until`` fraction of
+    the steps only; the later, low-noise steps use the cond prediction alone, at half the UNet batch.
+    ``deep_cache``: the whole UNet runs every ``deep_cache`` steps only; the steps in between reuse
+    its deep feature and run the shallow branch (``histoaug.synthesis.deep_cache``; torch backend).
+    """
 
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     scheduler: str = DEFAULT_SCHEDULER
+    guidance_until: float = 1.0
+    deep_cache: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps <= 0:
             raise InvalidArgumentError(f"steps must be a positive integer, got {self.steps!r}")
         if not np.isfinite(self.guidance) or self.guidance < 1.0:
             raise InvalidArgumentError(f"guidance must be a finite number >= 1, got {self.guidance!r}")
+        if not 0.0 < self.guidance_until <= 1.0:
+            raise InvalidArgumentError(f"guidance_until must be in (0, 1], got {self.guidance_until!r}")
+        if not isinstance(self.deep_cache, int) or self.deep_cache < 1:
+            raise InvalidArgumentError(f"deep_cache must be a positive integer (1 = off), got {self.deep_cache!r}")
         if self.scheduler not in SCHEDULER_NAMES:
             raise InvalidArgumentError(
                 f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
@@ -57,25 +87,47 @@ class SamplerSettings:
     def uses_guidance(self) -> bool:
         return self.guidance > 1.0
 
+    @property
+    def guided_steps(self) -> int:
+        """How many of the first steps run CFG (all of them unless ``guidance_until`` < 1)."""
+        if not self.uses_guidance:
+            return 0
+        return max(1, round(self.steps * self.guidance_until))
+
+    def unet_batch_factors(self) -> set[int]:
+        """UNet batch / patch batch over the run: 2 for guided steps, 1 for unguided ones."""
+        return {2 if step < self.guided_steps else 1 for step in range(self.steps)}
+
 
 def denoise(backend: Backend, scheduler_config: dict[str, Any], noise: torch.Tensor, cond: torch.Tensor,
             uncond: torch.Tensor, settings: SamplerSettings) -> torch.Tensor:
     """Run the scheduler from ``noise`` (float32, on the backend's device) to clean latents.
 
     Cond and uncond go through the UNet as one batch ``[uncond; cond]`` (as diffusers does);
-    guidance 1 runs the cond half only.
+    guidance 1 runs the cond half only, and so do the steps after ``settings.guided_steps``.
     """
     scheduler = make_scheduler(settings.scheduler, scheduler_config)
     scheduler.set_timesteps(settings.steps, device=noise.device)
     latents = noise * scheduler.init_noise_sigma
     n = latents.shape[0]
-    embeddings = torch.cat([uncond.expand(n, -1, -1), cond]) if settings.uses_guidance else cond
-    for t in scheduler.timesteps:
-        model_input = torch.cat([latents, latents]) if settings.uses_guidance else latents
+    guided_embeddings = torch.cat([uncond.expand(n, -1, -1), cond]) if settings.uses_guidance else cond
+    if settings.deep_cache > 1 and not hasattr(backend, "predict_noise_shallow"):
+        raise InvalidArgumentError(f"deep_cache runs on the torch backend, not {backend.name!r}")
+    feature = None
+    for step, t in enumerate(scheduler.timesteps):
+        guided = step < settings.guided_steps
+        embeddings = guided_embeddings if guided else cond
+        model_input = torch.cat([latents, latents]) if guided else latents
         model_input = scheduler.scale_model_input(model_input, t)
         timesteps = t.to(torch.float32).expand(model_input.shape[0])
-        eps = backend.predict_noise(model_input, timesteps, embeddings)
-        if settings.uses_guidance:
+        if settings.deep_cache == 1:
+            eps = backend.predict_noise(model_input, timesteps, embeddings)
+        elif step % settings.deep_cache:  # reuse: the cond half of a guided step's feature when guidance stopped
+            eps = backend.predict_noise_shallow(model_input, timesteps, embeddings,
+                                                feature[-model_input.shape[0]:])
+        else:
+            eps, feature = backend.predict_noise_full(model_input, timesteps, embeddings)
+        if guided:
             eps_uncond, eps_cond = eps.chunk(2)
             eps = eps_uncond + settings.guidance * (eps_cond - eps_uncond)
         latents = scheduler.step(eps, t, latents, return_dict=False)[0]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,14 @@ from tqdm.auto import tqdm
 
 from histoaug.errors import InvalidArgumentError
 from histoaug.prompts import PromptBank
-from histoaug.synthesis.backends.selection import choose_auto, create_backend, resolve_device
-from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from histoaug.synthesis.backends.selection import RuntimeChoice, choose_runtime, create_backend, resolve_device
+from histoaug.synthesis.defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    FAST_DEEP_CACHE,
+    FAST_GUIDANCE_UNTIL,
+)
 from histoaug.synthesis.model_source import ModelFiles, open_model
 from histoaug.synthesis.noise import initial_noise
 from histoaug.synthesis.postprocess import PATCH_SIZE
@@ -32,9 +40,11 @@ class Synthesizer:
     benchmarks/RESULTS.md (CPU kernels may round differently at other batch sizes).
     """
 
-    def __init__(self, model: ModelFiles, backend: Backend) -> None:
+    def __init__(self, model: ModelFiles, backend: Backend, choice: RuntimeChoice | None = None) -> None:
         self.model = model
         self._backend = backend
+        self.choice = choice or RuntimeChoice(backend.name, backend.dtype, bool(getattr(backend, "compiled", False)),
+                                              "given backend")
 
     @property
     def prompts(self) -> PromptBank:
@@ -54,9 +64,42 @@ class Synthesizer:
         return bool(getattr(self._backend, "compiled", False))
 
     @property
+    def supports_deep_cache(self) -> bool:
+        """Whether fast mode's ``deep_cache`` can run on this backend (torch only)."""
+        return hasattr(self._backend, "predict_noise_shallow")
+
+    @property
+    def runtime(self) -> dict[str, str]:
+        """What decides the rounding besides model, prompt, seed and sampler settings (the backend's
+        ``runtime_id``: backend, device name, dtype, attention, compile mode, library versions)."""
+        return dict(self._backend.runtime_id)
+
+    @property
     def runtime_id(self) -> str:
-        """What decides the rounding besides model and settings: backend, dtype, compile, device type."""
-        return f"{self.backend}:{self.dtype}:{'compiled' if self.compiled else 'eager'}:{self.device.type}"
+        """``runtime`` as sorted JSON: the ``generate --resume`` fingerprint and the pool store key use it."""
+        return json.dumps(self.runtime, sort_keys=True)
+
+    def prepare(self, batch_sizes: Sequence[int], guidance: float = DEFAULT_GUIDANCE, *,
+                guidance_until: float = 1.0, steps: int = DEFAULT_STEPS) -> None:
+        """Compile / build everything the runtime needs for these patch batch sizes now (outside any
+        timing); guided steps double the UNet batch (cond and uncond in one call)."""
+        self._prepare_for(batch_sizes, SamplerSettings(steps=steps, guidance=float(guidance),
+                                                       guidance_until=guidance_until))
+
+    def _prepare_for(self, batch_sizes: Sequence[int], settings: SamplerSettings) -> None:
+        if settings.deep_cache > 1:
+            return  # its full / shallow passes are built at their first use; the plain UNet call is not used
+        self._backend.prepare(sorted({int(b) * f for b in batch_sizes for f in settings.unet_batch_factors()}))
+
+    def close(self) -> None:
+        """Release the runtime's sessions, engines and compiled code (idempotent)."""
+        self._backend.close()
+
+    def __enter__(self) -> Synthesizer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def device(self) -> torch.device:
@@ -73,16 +116,29 @@ class Synthesizer:
 
     def generate(self, labels, seeds, prompt_ids=None, *, steps: int = DEFAULT_STEPS,
                  guidance: float = DEFAULT_GUIDANCE, scheduler: str = DEFAULT_SCHEDULER, batch_size: int | None = None,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, guidance_until: float | None = None, deep_cache: int | None = None,
+                 fast: bool = False) -> np.ndarray:
         """Patches for ``labels[i]`` from ``seeds[i]`` (and ``prompt_ids[i]``, else a prompt of the
-        label chosen from the seed), in batches of ``batch_size`` (default 32) in input order."""
+        label chosen from the seed), in batches of ``batch_size`` (default 32) in input order.
+
+        Fast mode's approximations (see ``SamplerSettings``; speed and PSNR in benchmarks/RESULTS.md):
+        ``guidance_until`` < 1: CFG over that first fraction of the steps only; ``deep_cache`` = k > 1:
+        the whole UNet every k steps, its deep features reused in between (torch backend).
+        ``fast=True`` sets those not given to the fast preset (0.5 and 2); both default to exact."""
         request = build_request(self.prompts, labels, seeds, prompt_ids)
-        settings = SamplerSettings(steps=steps, guidance=float(guidance), scheduler=scheduler)
+        if guidance_until is None:
+            guidance_until = FAST_GUIDANCE_UNTIL if fast else 1.0
+        if deep_cache is None:
+            deep_cache = FAST_DEEP_CACHE if fast else 1
+        settings = SamplerSettings(steps=steps, guidance=float(guidance), scheduler=scheduler,
+                                   guidance_until=guidance_until, deep_cache=deep_cache)
         n = len(request)
         if batch_size is None:
             batch_size = min(n, DEFAULT_BATCH_SIZE)
         if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
             raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        full = min(batch_size, n)
+        self._prepare_for((full, n % full or full), settings)  # the full blocks and the last one
         out = np.empty((n, PATCH_SIZE, PATCH_SIZE, 3), dtype=np.uint8)
         shape = (self.model.latent_channels, self.model.latent_size, self.model.latent_size)
         embeddings = self.model.embeddings
@@ -100,25 +156,22 @@ class Synthesizer:
 
 
 def load_synthesizer(source: str | Path = "default", backend: str = "auto", device: str | torch.device | None = None,
-                     *, dtype: str | None = None, compile: bool = False) -> Synthesizer:
+                     *, dtype: str | None = None, compile: bool | None = None,
+                     expected_patches: int | None = None) -> Synthesizer:
     """Open ``source`` ("default", a diffusers pipeline dir with prompts.json, or an artifact dir)
     on ``backend`` ("auto", "torch", "onnxruntime", "tensorrt").
 
     ``dtype`` (fp32/bf16/fp16) applies to the torch backend; ONNX backends run the artifact's
-    export dtype. ``compile=True`` (torch backend) runs the UNet through ``torch.compile``: the
-    fastest CPU path for long runs (benchmarks/RESULTS.md), after a one-time compile per batch
-    shape. An unavailable backend raises InvalidArgumentError with the reason.
+    export dtype. ``compile=True`` (torch backend) runs the UNet compiled ahead of time (one compile
+    per batch shape and machine, cached on disk). ``compile=None`` lets ``auto`` decide: on the CPU
+    it compiles (bf16) unless ``expected_patches``, the job's size, is too small for the compile to
+    pay (see ``histoaug.synthesis.backends.selection``); the choice and its reason are in
+    ``Synthesizer.choice``. An unavailable backend raises InvalidArgumentError with the reason.
     """
     resolved = resolve_device(device)
     model = open_model(source)
-    if backend == "auto":
-        if compile:
-            backend, auto_dtype = "torch", None
-            logger.info("backend auto -> torch on %s (compile asked for; it applies to torch only)", resolved)
-        else:
-            backend, auto_dtype = choose_auto(model, resolved, dtype)
-        dtype = dtype or auto_dtype
-    runtime = create_backend(backend, model, resolved, dtype, compile=compile)
-    synthesizer = Synthesizer(model, runtime)
+    choice = choose_runtime(model, resolved, backend, dtype, compile, expected_patches)
+    runtime = create_backend(choice.backend, model, resolved, choice.dtype, compile=choice.compile)
+    synthesizer = Synthesizer(model, runtime, choice)
     logger.info("loaded %r", synthesizer)
     return synthesizer

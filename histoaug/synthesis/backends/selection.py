@@ -1,22 +1,38 @@
 """Which backends can run a model on a device, the ``auto`` choice, and construction.
 
 No silent fallback: asking for a backend that cannot run raises InvalidArgumentError with the
-reason; ``auto`` logs what it picked and why.
+reason; ``auto`` logs what it picked and why, and the reason travels with the Synthesizer
+(``Synthesizer.choice``) into the provenance of what it writes.
+
+``auto`` on the CPU (measured on the 2-core development CPU, benchmarks/RESULTS.md): the UNet
+compiled ahead of time in bf16 is the fastest runtime (1.8x diffusers fp32 at batch 32), where
+Inductor finds a C++ compiler and the CPU has native bf16. Compiling one batch shape costs ~30 s
+the first time on a machine and ~1 s to load from the compile cache afterwards; it saves
+~0.017 s per patch against the fastest uncompiled runtime, so it pays from ~2000 patches even
+with a cold cache. A job known to be shorter (``expected_patches``, which ``histoaug generate``
+passes as ``--n``) keeps the uncompiled order: onnxruntime for artifacts, torch fp32 otherwise.
+A job of unknown length (a library ``Synthesizer``, the mixing pool) is taken to be long.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
+from dataclasses import dataclass
 
 import torch
 
 from histoaug.errors import InvalidArgumentError
+from histoaug.synthesis.backends.registry import BACKEND_NAMES, BACKENDS
 from histoaug.synthesis.model_source import ModelFiles
+from histoaug.synthesis.sampling import Backend
 
 logger = logging.getLogger(__name__)
 
-BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+__all__ = ["BACKEND_NAMES", "RuntimeChoice", "choose_runtime", "create_backend", "resolve_device",
+           "unavailable_reason"]
+
+# from benchmarks/RESULTS.md ("Compile cost and the auto threshold"): cold compile ~33 s / saving 0.0165 s per patch
+COMPILE_PAYS_FROM_PATCHES = 2000
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -35,76 +51,111 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def unavailable_reason(name: str, model: ModelFiles, device: torch.device) -> str | None:
     """None when backend ``name`` can run ``model`` on ``device``, else why not."""
-    if name not in BACKEND_NAMES:
+    entry = BACKENDS.get(name)
+    if entry is None:
         raise InvalidArgumentError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKEND_NAMES)}")
-    if name == "torch":
-        return None
-    if model.kind != "artifact":
+    if entry.needs_export and model.kind != "artifact":
         return (f"{name} runs exported artifacts; export this model first "
                 f"(histoaug export {model.root} OUT --format onnx)")
-    if name == "onnxruntime":
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime is not installed"
-        import onnxruntime as ort
-
-        if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            return "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
-        return None
-    if name == "tensorrt":
-        from histoaug.synthesis.backends.tensorrt_backend import unavailable_reason as trt_reason
-
-        return trt_reason(device)
-    return None
+    return entry.unavailable(device)
 
 
-# Measured order on CPU (benchmarks/RESULTS.md, "Synthesis (issue 3)") and the usual order on GPUs.
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime a load resolved to, and why (logged, and recorded in generated files)."""
+
+    backend: str
+    dtype: str | None
+    compile: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"backend": self.backend, "dtype": self.dtype, "compile": self.compile, "reason": self.reason}
+
+
+# Uncompiled order: measured on CPU (benchmarks/RESULTS.md, "Synthesis (issue 3)"), usual order on GPUs.
 CPU_PREFERENCE = (("onnxruntime", None), ("torch", "fp32"))
 # None: the ONNX backends run the artifact's export dtype (export with --dtype fp16 for fp16 engines)
 CUDA_PREFERENCE = (("tensorrt", None), ("onnxruntime", None), ("torch", "fp16"))
 
 
-def choose_auto(model: ModelFiles, device: torch.device, dtype: str | None = None) -> tuple[str, str | None]:
-    """The fastest backend (and dtype) that can run here, in ``dtype`` when one is asked for."""
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (AVX-512-bf16 / AMX); emulated bf16 is slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _compiled_cpu_reason(device: torch.device, dtype: str | None, expected_patches: int | None) -> tuple[bool, str]:
+    """(compile?, why) for ``auto`` on the CPU with no compile setting asked."""
+    from histoaug.synthesis.backends.torch_backend import compile_unavailable_reason
+
+    if dtype not in (None, "bf16"):
+        return False, f"dtype {dtype} asked for; the compiled path runs bf16"
+    if expected_patches is not None and expected_patches < COMPILE_PAYS_FROM_PATCHES:
+        return False, (f"a {expected_patches}-patch job is shorter than the {COMPILE_PAYS_FROM_PATCHES} patches "
+                       "from which compiling pays")
+    if (reason := compile_unavailable_reason(device)) is not None:
+        return False, f"no compiled path: {reason}"
+    if not cpu_has_native_bf16():
+        return False, "no compiled path: this CPU has no native bf16"
+    length = "a job of unknown length" if expected_patches is None else f"a {expected_patches}-patch job"
+    return True, f"compiled bf16 is the fastest measured CPU runtime and pays for {length}"
+
+
+def _first_available(model: ModelFiles, device: torch.device, dtype: str | None,
+                     why_not_compiled: str | None) -> RuntimeChoice:
     preference = CUDA_PREFERENCE if device.type == "cuda" else CPU_PREFERENCE
-    export_dtype = str(model.manifest.get("onnx", {}).get("dtype", "fp32")) if model.kind == "artifact" else None
-    skipped = []
+    skipped = [why_not_compiled] if why_not_compiled else []
     for name, preferred in preference:
         reason = unavailable_reason(name, model, device)
-        if reason is None and dtype is not None and name != "torch" and dtype != export_dtype:
-            reason = f"runs the artifact's export dtype {export_dtype}, not {dtype}"
+        fixed = BACKENDS[name].fixed_dtype(model)
+        if reason is None and dtype is not None and fixed is not None and dtype != fixed:
+            reason = f"runs the artifact's export dtype {fixed}, not {dtype}"
         if reason is None:
-            chosen = dtype or preferred
-            logger.info("backend auto -> %s%s on %s (%s)", name, f" {chosen}" if chosen else "", device,
-                        "; ".join(skipped) or "first choice")
-            return name, chosen
+            return RuntimeChoice(name, dtype or preferred, False, "; ".join(skipped) or "first choice")
         skipped.append(f"{name}: {reason}")
     raise InvalidArgumentError("no backend can run this model: " + "; ".join(skipped))
 
 
-def create_backend(name: str, model: ModelFiles, device: torch.device, dtype: str | None, *, compile: bool = False):
+def choose_runtime(model: ModelFiles, device: torch.device, backend: str = "auto", dtype: str | None = None,
+                   compile: bool | None = None, expected_patches: int | None = None) -> RuntimeChoice:
+    """Resolve ``backend="auto"`` (and ``compile=None``) to a concrete runtime, with the reason.
+
+    An explicit backend is taken as asked (``compile=None`` means no compile there).
+    """
+    if backend != "auto":
+        return RuntimeChoice(backend, dtype, bool(compile), "asked for")
+    if compile:
+        chosen = dtype or ("bf16" if device.type == "cpu" and cpu_has_native_bf16() else None)
+        choice = RuntimeChoice("torch", chosen, True, "compile asked for; it applies to torch only")
+    elif compile is None and device.type == "cpu":
+        compiled, why = _compiled_cpu_reason(device, dtype, expected_patches)
+        choice = (RuntimeChoice("torch", "bf16", True, why) if compiled
+                  else _first_available(model, device, dtype, f"not compiled: {why}"))
+    else:
+        choice = _first_available(model, device, dtype, None)
+    logger.info("backend auto -> %s%s%s on %s (%s)", choice.backend, f" {choice.dtype}" if choice.dtype else "",
+                " compiled" if choice.compile else "", device, choice.reason)
+    return choice
+
+
+def create_backend(name: str, model: ModelFiles, device: torch.device, dtype: str | None, *,
+                   compile: bool = False) -> Backend:
     """Construct backend ``name``; ``dtype`` None means the model's/backend's default.
 
-    ``compile`` (torch.compile of the UNet) exists for the torch backend only; the ONNX backends
+    ``compile`` (ahead-of-time compiled UNet) exists for the torch backend only; the ONNX backends
     are graph-optimised by their runtime already.
     """
     reason = unavailable_reason(name, model, device)
     if reason is not None:
         raise InvalidArgumentError(f"backend {name!r} is unavailable: {reason}")
-    if compile and name != "torch":
+    entry = BACKENDS[name]
+    if compile and not entry.compiles:
         raise InvalidArgumentError(f"compile applies to the torch backend, not {name!r}")
-    export_dtype = str(model.manifest.get("onnx", {}).get("dtype", "fp32")) if model.kind == "artifact" else None
-    if name == "torch":
-        from histoaug.synthesis.backends.torch_backend import TorchBackend
-
-        return TorchBackend(model.root, device, dtype or ("fp32" if device.type == "cpu" else "fp16"), compile=compile)
-    if dtype is not None and dtype != export_dtype:
-        raise InvalidArgumentError(f"this artifact was exported as {export_dtype}; {name} runs it in that dtype "
+    fixed = entry.fixed_dtype(model)
+    if dtype is not None and fixed is not None and dtype != fixed:
+        raise InvalidArgumentError(f"this artifact was exported as {fixed}; {name} runs it in that dtype "
                                    f"(re-export with --dtype {dtype})")
-    if name == "onnxruntime":
-        from histoaug.synthesis.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(model.onnx_dir, device, export_dtype)
-    from histoaug.synthesis.backends.tensorrt_backend import TensorRTBackend
-
-    return TensorRTBackend(model.onnx_dir, device, export_dtype, latent_channels=model.latent_channels,
-                           latent_size=model.latent_size, text_shape=tuple(model.embeddings.cond.shape[1:]))
+    return entry.create(model, device, dtype, compile)

@@ -6,34 +6,49 @@ math is identical across backends. Attention: on the CPU the short-sequence kern
 ``histoaug.kernels.attention`` (faster than the fused SDPA kernel at these lengths), on CUDA
 SDPA, or xformers when installed.
 
-``compile=True`` runs the UNet through ``torch.compile`` (Inductor, weights frozen into the
-graph): the UNet is evaluated 2 x steps times per batch, so fusing its norms, activations and
-attention pays for the one-time compile (about 30 s on a 2-core CPU, once per batch shape; Inductor
-caches the result on disk for later processes). The decoder runs once per batch and stays eager
-(compiling it measured slower here). Inductor needs a C++ compiler on the CPU.
+``compile=True`` compiles the UNet ahead of time with AOTInductor (weights frozen into the graph),
+one package per UNet batch shape, cached on disk across processes (``histoaug.synthesis.compile_cache``):
+the UNet is evaluated 2 x steps times per batch, so fusing its norms, activations and attention
+pays for the one-time compile (~30 s on a 2-core CPU per batch shape, then ~1 s to load in any
+later process). The decoder runs once per batch and stays eager (compiling it measured slower
+here). Inductor needs a C++ compiler on the CPU.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
-import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from histoaug.errors import ArtifactError, InvalidArgumentError
+from histoaug.synthesis.backends.runtime_info import device_description, library_versions
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class _UNetCall(torch.nn.Module):
+    """The UNet with plain tensor inputs and output: what torch.export traces."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor):
+        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+
 class TorchBackend:
     name = "torch"
 
     def __init__(self, root: Path, device: torch.device, dtype: str = "fp32", *,
-                 channels_last: bool | None = None, compile: bool = False) -> None:
+                 channels_last: bool | None = None, compile: bool = False, model_id: str | None = None,
+                 latent_shape: tuple[int, int, int] | None = None, text_shape: tuple[int, int] | None = None) -> None:
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
         if dtype not in DTYPES:
@@ -56,60 +71,139 @@ class TorchBackend:
         if self.channels_last:
             self.unet = self.unet.to(memory_format=torch.channels_last)
             self.vae = self.vae.to(memory_format=torch.channels_last)
+        self.attention = "sdpa"
         if device.type == "cuda" and importlib.util.find_spec("xformers") is not None:
             self.unet.enable_xformers_memory_efficient_attention()
+            self.attention = "xformers"
             logger.info("torch backend: xformers attention enabled")
         elif device.type == "cpu":
             from histoaug.kernels.attention import use_short_sequence_attention
 
             use_short_sequence_attention(self.unet)
             use_short_sequence_attention(self.vae)
+            self.attention = "histoaug short-sequence (sdpa where unsupported)"
         self.compiled = bool(compile)
-        self._compiled_shapes: set[tuple[int, ...]] = set()
-        if self.compiled:
-            # freezing folds the (inference-only) weights into the graph, so Inductor can prepack them
-            self.unet = torch.compile(self.unet, dynamic=False, options={"freezing": True})
-            logger.info("torch backend: UNet compiled with Inductor on first use of each batch shape")
+        self._model_id = model_id or str(root)
+        channels = int(self.unet.config.in_channels)
+        size = int(self.unet.config.sample_size)
+        self._latent_shape = latent_shape or (channels, size, size)
+        self._text_shape = text_shape
+        self._compiled_unets: dict[tuple[str, tuple[tuple[int, ...], ...]], Callable] = {}
+        self._deep_cache = None
+
+    @property
+    def runtime_id(self) -> dict[str, str]:
+        return {"backend": self.name, "device": device_description(self.device), "dtype": self.dtype,
+                "attention": self.attention, "channels_last": str(self.channels_last),
+                "compile": "aotinductor" if self.compiled else "eager",
+                "libraries": library_versions("torch", "diffusers")}
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(device=self.device, dtype=self.torch_dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
+    def _unet_inputs(self, latents: torch.Tensor, timesteps: torch.Tensor, embeddings: torch.Tensor):
+        return (self._prepare(latents), timesteps.to(device=self.device, dtype=torch.float32).contiguous(),
+                embeddings.to(device=self.device, dtype=self.torch_dtype).contiguous())
+
+    def prepare(self, batch_sizes: Sequence[int]) -> None:
+        """Compile (or load from the compile cache) the UNet for these UNet batch sizes now."""
+        if not self.compiled:
+            return
+        if self._text_shape is None:
+            raise InvalidArgumentError("torch backend: prepare() needs the prompt embedding shape (text_shape)")
+        for batch in sorted(set(int(b) for b in batch_sizes)):
+            inputs = self._unet_inputs(torch.zeros(batch, *self._latent_shape), torch.full((batch,), 999.0),
+                                       torch.zeros(batch, *self._text_shape))
+            self._compiled_unet(inputs)
+
+    def _graph(self, name: str) -> torch.nn.Module:
+        """The module traced for graph ``name``: the plain UNet call, or a deep-cache pass."""
+        if name == "unet":
+            return _UNetCall(self.unet)
+        from histoaug.synthesis.deep_cache import FullPass, ShallowPass
+
+        return FullPass(self.deep_cache) if name == "deep-cache-full" else ShallowPass(self.deep_cache)
+
+    @property
+    def deep_cache(self):
+        """The UNet's full / shallow passes for DeepCache-style reuse (fast mode)."""
+        if self._deep_cache is None:
+            from histoaug.synthesis.deep_cache import DeepCacheUNet
+
+            self._deep_cache = DeepCacheUNet(self.unet)
+        return self._deep_cache
+
+    def _compiled_unet(self, inputs: tuple[torch.Tensor, ...], graph: str = "unet") -> Callable:
+        shapes = tuple(tuple(t.shape) for t in inputs)
+        runner = self._compiled_unets.get((graph, shapes))
+        if runner is None:
+            from histoaug.synthesis import compile_cache
+
+            names = ("sample", "timestep", "text", "feature")
+            key = compile_cache.package_key(self._model_id, self.dtype, dict(zip(names, shapes, strict=False)),
+                                            self.device, {"attention": self.attention, "graph": graph,
+                                                          "channels_last": str(self.channels_last)})
+            try:
+                runner = compile_cache.load_or_compile(self._graph(graph), inputs, key)
+            except InvalidArgumentError:
+                raise
+            except Exception as exc:  # Inductor, the C++ toolchain or export: one line, not a build log
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise InvalidArgumentError(f"torch.compile cannot compile this model here ({first_line[:300]}); "
+                                           "run without compile") from exc
+            self._compiled_unets[(graph, shapes)] = runner
+        return runner
+
     @torch.inference_mode()
     def predict_noise(self, latents: torch.Tensor, timesteps: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        inputs = (self._prepare(latents), timesteps.to(self.device),
-                  embeddings.to(device=self.device, dtype=self.torch_dtype))
+        inputs = self._unet_inputs(latents, timesteps, embeddings)
         if not self.compiled:
             return self.unet(*inputs, return_dict=False)[0].float().contiguous()
-        shape = tuple(inputs[0].shape)
-        if shape not in self._compiled_shapes:
-            limit = torch._dynamo.config.recompile_limit
-            if len(self._compiled_shapes) >= limit:
-                logger.warning("torch backend: %d batch shapes compiled already; torch.compile's recompile limit "
-                               "(%d) runs new shapes eagerly (slower, rounds differently). Use one batch size.",
-                               len(self._compiled_shapes), limit)
-            else:
-                logger.info("torch backend: compiling the UNet for batch shape %s (once per shape)", shape)
-        try:
-            with warnings.catch_warnings():
-                # tracing diffusers' cached torch-version checks warns once per check; they are constants
-                warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
-                out = self.unet(*inputs, return_dict=False)[0]
-        except (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InvalidArgumentError(f"torch.compile cannot compile this model here ({first_line}); "
-                                       "run without compile") from exc
-        self._compiled_shapes.add(shape)
-        return out.float().contiguous()
+        return self._compiled_unet(inputs)(*inputs).float().contiguous()
+
+    @torch.inference_mode()
+    def predict_noise_full(self, latents: torch.Tensor, timesteps: torch.Tensor,
+                           embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deep cache: the whole UNet, returning (eps, the deep feature to reuse at the next steps)."""
+        inputs = self._unet_inputs(latents, timesteps, embeddings)
+        run = self._compiled_unet(inputs, "deep-cache-full") if self.compiled else self.deep_cache.full
+        eps, feature = run(*inputs)
+        return eps.float().contiguous(), feature
+
+    @torch.inference_mode()
+    def predict_noise_shallow(self, latents: torch.Tensor, timesteps: torch.Tensor, embeddings: torch.Tensor,
+                              feature: torch.Tensor) -> torch.Tensor:
+        """Deep cache: the shallow branch only, on a deep ``feature`` kept from an earlier step."""
+        inputs = (*self._unet_inputs(latents, timesteps, embeddings), feature.contiguous())
+        run = self._compiled_unet(inputs, "deep-cache-shallow") if self.compiled else self.deep_cache.shallow
+        return run(*inputs).float().contiguous()
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(self._prepare(latents), return_dict=False)[0].float().contiguous()
 
+    def close(self) -> None:
+        """Drop the compiled UNets and the networks (idempotent)."""
+        self._compiled_unets.clear()
+        self.unet = self.vae = self._deep_cache = None
+
 
 def compile_unavailable_reason(device: torch.device) -> str | None:
-    """None when ``torch.compile`` (Inductor) can build kernels for ``device``, else why not."""
-    if device.type == "cpu":
+    """None when Inductor can build kernels for ``device``, else why not.
+
+    Probed once per process and compiler setting (``auto`` asks on every load), the answer cached.
+    """
+    import os
+
+    from torch._inductor import config as inductor_config
+
+    return _compile_probe(device.type, str(inductor_config.cpp.cxx), os.environ.get("CXX"))
+
+
+@functools.cache
+def _compile_probe(device_type: str, configured_cxx: str, env_cxx: str | None) -> str | None:
+    if device_type == "cpu":
         from torch._inductor import cpp_builder
 
         try:  # the same search Inductor itself makes (torch._inductor.config.cpp.cxx, $CXX)
@@ -117,6 +211,6 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
         except Exception as exc:  # InvalidCxxCompiler and whatever the probe raises
             return f"Inductor finds no working C++ compiler ({exc}); install g++ or set $CXX"
         return None
-    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+    if device_type == "cuda" and importlib.util.find_spec("triton") is None:
         return "Inductor needs triton on CUDA"
     return None
