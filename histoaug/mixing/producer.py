@@ -220,7 +220,8 @@ def start_filler(spec: dict[str, Any], control: ControlBlock, session: Path) -> 
         torch.set_num_threads(int(pool["producer_threads"]))
     model = spec["model"]
     source = ModelSource(model["source"], backend=model["backend"], device=model["device"], dtype=model["dtype"],
-                         compile=model["compile"], generate_options=spec["generate_options"])
+                         compile=model["compile"], expected_patches=model.get("expected_patches"),
+                         generate_options=spec["generate_options"])
     synthesizer = source.synthesizer
     recipe_spec = spec["recipe"]
     real_labels = np.load(recipe_spec["labels_file"])

@@ -65,12 +65,13 @@ class ModelSource:
 
     def __init__(self, spec: Any, *, backend: str = "auto", device: str | None = None,
                  generate_options: dict[str, Any] | None = None, dtype: str | None = None,
-                 compile: bool = False) -> None:
+                 compile: bool | None = None, expected_patches: int | None = None) -> None:
         self.spec = spec
         self.backend = backend
         self.device = device
         self.dtype = dtype
         self.compile = compile
+        self.expected_patches = expected_patches
         self.generate_options = dict(generate_options or {})
         self._synthesizer = None if isinstance(spec, str | Path) else spec
 
@@ -82,7 +83,8 @@ class ModelSource:
 
 
             self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device,
-                                                 dtype=self.dtype, compile=self.compile)
+                                                 dtype=self.dtype, compile=self.compile,
+                                                 expected_patches=self.expected_patches)
         return self._synthesizer
 
     def __getstate__(self) -> dict[str, Any]:
@@ -108,7 +110,7 @@ class ModelSource:
         each process uses its own rank's GPU (``cuda:LOCAL_RANK``) when CUDA is available."""
         source = self.reloadable()
         return {"source": str(source.spec), "backend": source.backend, "device": source.device or default_device(),
-                "dtype": source.dtype, "compile": source.compile}
+                "dtype": source.dtype, "compile": source.compile, "expected_patches": source.expected_patches}
 
     def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
         synthesizer = self.synthesizer

@@ -45,8 +45,10 @@ class SyntheticPCam(Dataset):
         transform, target_transform: applied to every item, real or synthetic.
         seed: with the epoch, decides which items are synthetic and what they show.
         synthetic_labels: ``"match"`` (default), ``"balanced"`` or a fraction of label 1.
-        backend, device, dtype, compile: how the model runs, as for ``load_synthesizer``
-            (``dtype="bf16", compile=True``: the fastest CPU path for long training runs).
+        backend, device, dtype, compile: how the model runs, as for ``load_synthesizer``.
+            With the defaults, ``auto`` compiles the UNet (bf16, on the CPU) when one epoch's
+            synthetic share is large enough for the compile to pay (see docs/synthesis.md);
+            ``compile=False`` keeps it eager.
         generate_options: passed to ``generate`` (``steps``, ``guidance``, ...).
         pool: with a model, run it in one background producer process that generates ahead
             of the loader (default, ``True`` or a ``PoolConfig``); ``False`` generates on
@@ -75,7 +77,7 @@ class SyntheticPCam(Dataset):
         backend: str = "auto",
         device: str | None = None,
         dtype: str | None = None,
-        compile: bool = False,
+        compile: bool | None = None,
         generate_options: dict[str, Any] | None = None,
         pool: bool | PoolConfig = True,
     ) -> None:
@@ -91,9 +93,10 @@ class SyntheticPCam(Dataset):
         self._plan: EpochPlan | None = None
         self.source = None
         if self.ratio > 0:
+            # auto decides compiling from the job size: one epoch's synthetic share
             self.source = open_source(
                 synthesizer, backend=backend, device=device, dtype=dtype, compile=compile,
-                generate_options=generate_options,
+                generate_options=generate_options, expected_patches=round(self.ratio * len(self.real)),
             )
         self._pool: SynthesisPool | None = None
         self._pool_client: PoolClient | None = None
