@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from histoaug.dtypes import DTYPES
+
 logger = logging.getLogger(__name__)
 
 OPSET = 23
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states")
 UNET_OUTPUT = "noise_pred"
 VAE_INPUT = "latent"

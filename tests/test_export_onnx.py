@@ -47,7 +47,7 @@ def test_unet_has_one_fused_attention_node_per_block(artifact) -> None:
 
 
 def test_manifest_records_source_shapes_and_checks(artifact, model_dir) -> None:
-    from histoaug.synthesis.model_source import model_id_of
+    from histoaug.synthesis.artifact_format import model_id_of
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert manifest["model_id"] == model_id_of(model_dir)
@@ -59,7 +59,7 @@ def test_manifest_records_source_shapes_and_checks(artifact, model_dir) -> None:
     for graph in ("unet", "vae_decoder"):
         check = manifest["onnx"]["verification"][graph]
         assert check["relative_error"] <= check["tolerance"]
-    assert not list(artifact.parent.glob(".artifact.partial-*"))
+    assert [p.name for p in artifact.parent.iterdir()] == ["artifact"]  # no staging dir left
 
 
 def test_onnxruntime_matches_torch_and_is_deterministic(artifact, model_dir) -> None:

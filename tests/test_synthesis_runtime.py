@@ -177,7 +177,7 @@ def test_nan_output_is_a_typed_error(synth, monkeypatch) -> None:
 def test_model_id_ignores_training_logs_and_checkpoints(model_dir, tmp_path) -> None:
     import shutil
 
-    from histoaug.synthesis.model_source import model_id_of
+    from histoaug.synthesis.artifact_format import model_id_of
 
     copy = tmp_path / "run"
     shutil.copytree(model_dir, copy)

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip diffusers StableDiffusionPipeline")
     parser.add_argument("--determinism", action="store_true",
                         help="also measure reorder/batch-size agreement per backend (batch 8 vs 1 and 3)")
-    parser.add_argument("--json", type=Path, help="also write the report as JSON")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON (atomically)")
     parser.set_defaults(handler=run)
 
 
@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"determinism {row['backend']} {row['dtype']}{compiled}: reordered bit-identical="
                   f"{row['reordered_bit_identical']}; vs batch {row['n']}: {others}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        from histoaug.atomic_files import write_text
+
+        write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
     return 0
 
 

@@ -76,7 +76,7 @@ class ModelSource:
     @property
     def synthesizer(self) -> Any:
         if self._synthesizer is None:
-            from histoaug import load_synthesizer
+            from histoaug.synthesis.synthesizer import load_synthesizer
 
             self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device,
                                                  dtype=self.dtype, compile=self.compile)

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from histoaug.atomic_files import atomic_path, write_text
 from histoaug.data.pcam_files import PATCH_SHAPE
 from histoaug.errors import ArtifactError, HistoaugError, InvalidArgumentError, OutputWriteError
 from histoaug.prompts import PROMPTS_FILE
@@ -55,7 +56,6 @@ from histoaug.training.data_source import open_split, resolve_data_root
 from histoaug.training.hashing import dataset_hash
 from histoaug.training.run_dir import (
     LOG_FILE,
-    atomic_text,
     effective_warmup_steps,
     prepare_out,
     save_pipeline_into,
@@ -285,7 +285,7 @@ def train_autoencoder(config: AutoencoderTrainConfig, *, command: list[str] | No
         except HistoaugError:  # a split that is missing or unreadable is left out of the report
             continue
         report["splits"][split] = reconstruction_quality(vae, split_data, device)
-    atomic_text(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    write_text(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     save_reconstruction_preview(vae, dataset, device, out / PREVIEW_FILE)
     pipe.vae = vae
     base_prompts = Path(config.base).expanduser() / PROMPTS_FILE
@@ -343,6 +343,5 @@ def save_reconstruction_preview(vae, dataset, device: torch.device, path: Path, 
     originals = dataset.read_images(np.arange(n))
     recon = reconstruct(vae, originals, device)
     grid = np.concatenate([np.concatenate(list(originals), axis=1), np.concatenate(list(recon), axis=1)], axis=0)
-    partial = path.with_name(path.name + ".partial")
-    Image.fromarray(grid).save(partial, format="PNG")
-    partial.replace(path)
+    with atomic_path(path) as staging:
+        Image.fromarray(grid).save(staging, format="PNG")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import asdict
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
+from histoaug.atomic_files import publish, temporary_sibling, write_text
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError, OutputWriteError
 from histoaug.training.checkpoints import list_checkpoints
 
@@ -110,42 +110,32 @@ def write_run_record(out: Path, config: Any, command: list[str] | None, start_st
                          "transformers": transformers.__version__},
         }
         if start_step == 0 or not (out / CONFIG_FILE).exists():
-            atomic_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+            write_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
         else:  # keep the original record; note the resume
             previous = json.loads((out / CONFIG_FILE).read_text())
             previous.setdefault("resumes", []).append({"step": start_step, "argv": record["argv"]})
-            atomic_text(out / CONFIG_FILE, json.dumps(previous, indent=2, default=str) + "\n")
+            write_text(out / CONFIG_FILE, json.dumps(previous, indent=2, default=str) + "\n")
         log_path = out / LOG_FILE
         kept = []
         if log_path.exists():
             kept = [line for line in log_path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= start_step]
-        atomic_text(log_path, "".join(line + "\n" for line in kept))
+        write_text(log_path, "".join(line + "\n" for line in kept))
     except OSError as exc:
         raise OutputWriteError(f"cannot write to {out}: {exc}") from exc
 
 
-def atomic_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def save_pipeline_into(pipe: Any, out: Path) -> None:
     """save_pretrained to a side dir, move the parts in, model_index.json last (completeness marker)."""
-    partial = out / ".pipeline.partial"
     try:
-        if partial.exists():
-            shutil.rmtree(partial)
-        pipe.to("cpu")
-        pipe.save_pretrained(partial, safe_serialization=True)
-        entries = sorted(partial.iterdir(), key=lambda p: p.name == "model_index.json")
-        for entry in entries:
-            target = out / entry.name
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            os.replace(entry, target)
-        partial.rmdir()
+        staging = temporary_sibling(out / "pipeline", directory=True)
+        try:
+            pipe.to("cpu")
+            pipe.save_pretrained(staging, safe_serialization=True)
+            for entry in sorted(staging.iterdir(), key=lambda p: p.name == "model_index.json"):
+                publish(entry, out / entry.name, replace=True, durable=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:
         raise OutputWriteError(f"cannot write the trained pipeline to {out}: {exc}") from exc
     logger.info("wrote trained pipeline to %s", out)

@@ -16,11 +16,9 @@ import numpy as np
 import torch
 
 from histoaug.errors import ArtifactError, InvalidArgumentError
+from histoaug.synthesis.artifact_format import UNET_FILE, VAE_DECODER_FILE
 
 logger = logging.getLogger(__name__)
-
-UNET_FILE = "unet.onnx"
-VAE_DECODER_FILE = "vae_decoder.onnx"
 
 
 def session_options(threads: int | None = None):

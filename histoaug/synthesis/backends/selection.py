@@ -66,7 +66,7 @@ CUDA_PREFERENCE = (("tensorrt", None), ("onnxruntime", None), ("torch", "fp16"))
 def choose_auto(model: ModelFiles, device: torch.device, dtype: str | None = None) -> tuple[str, str | None]:
     """The fastest backend (and dtype) that can run here, in ``dtype`` when one is asked for."""
     preference = CUDA_PREFERENCE if device.type == "cuda" else CPU_PREFERENCE
-    export_dtype = str(model.manifest.get("onnx", {}).get("dtype", "fp32")) if model.kind == "artifact" else None
+    export_dtype = model.export_dtype
     skipped = []
     for name, preferred in preference:
         reason = unavailable_reason(name, model, device)
@@ -92,7 +92,7 @@ def create_backend(name: str, model: ModelFiles, device: torch.device, dtype: st
         raise InvalidArgumentError(f"backend {name!r} is unavailable: {reason}")
     if compile and name != "torch":
         raise InvalidArgumentError(f"compile applies to the torch backend, not {name!r}")
-    export_dtype = str(model.manifest.get("onnx", {}).get("dtype", "fp32")) if model.kind == "artifact" else None
+    export_dtype = model.export_dtype
     if name == "torch":
         from histoaug.synthesis.backends.torch_backend import TorchBackend
 

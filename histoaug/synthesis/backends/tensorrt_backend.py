@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from histoaug.atomic_files import write_bytes
 from histoaug.errors import ArtifactError, InvalidArgumentError
-from histoaug.synthesis.backends.onnxruntime_backend import UNET_FILE, VAE_DECODER_FILE
-from histoaug.synthesis.manifest import sha256_file
+from histoaug.synthesis.artifact_format import UNET_FILE, VAE_DECODER_FILE, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +78,8 @@ def build_engine(onnx_path: Path, engine_path: Path, dtype: str, shapes: dict[st
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ArtifactError(f"{onnx_path}: TensorRT engine build failed (see TensorRT log)")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = engine_path.with_suffix(".partial")
-    partial.write_bytes(bytes(serialized))
-    os.replace(partial, engine_path)
-    timing_cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    write_bytes(engine_path, bytes(serialized))
+    write_bytes(timing_cache_path, bytes(config.get_timing_cache().serialize()))
 
 
 class _Engine:

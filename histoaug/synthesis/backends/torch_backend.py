@@ -22,11 +22,10 @@ from pathlib import Path
 
 import torch
 
+from histoaug.dtypes import DTYPES
 from histoaug.errors import ArtifactError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TorchBackend:
