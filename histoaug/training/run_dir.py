@@ -12,13 +12,14 @@ import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from histoaug.atomic_files import publish, temporary_sibling, write_text
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError, OutputWriteError
 from histoaug.training.checkpoints import list_checkpoints
+from histoaug.training.run_config import TrainingRunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -26,37 +27,7 @@ CONFIG_FILE = "training_config.json"
 LOG_FILE = "train_log.jsonl"
 
 
-class RunConfig(Protocol):
-    out: str
-    resume: bool
-    overwrite: bool
-
-    def defining(self) -> dict[str, Any]: ...
-
-
-def effective_warmup_steps(config: Any) -> int:
-    """Warm-up length: as given, else 5% of the run capped at 500, so a short run still
-    reaches the cosine decay instead of warming up until its last step."""
-    return config.warmup_steps if config.warmup_steps is not None else min(500, config.steps // 20)
-
-
-def validate_run_controls(config: Any) -> None:
-    """Checks shared by the training commands: --stop-at, --resume/--overwrite, workers, LR schedule."""
-    if config.stop_at is not None and not 1 <= config.stop_at <= config.steps:
-        raise InvalidArgumentError(f"stop-at must be in 1..{config.steps}, got {config.stop_at}")
-    if config.resume and config.overwrite:
-        raise InvalidArgumentError("--resume and --overwrite exclude each other")
-    if config.num_workers < 0:
-        raise InvalidArgumentError(f"num-workers must be >= 0, got {config.num_workers}")
-    from diffusers.optimization import SchedulerType
-
-    if config.lr_schedule not in {s.value for s in SchedulerType}:
-        raise InvalidArgumentError(
-            f"unknown lr-schedule {config.lr_schedule!r}; one of {', '.join(s.value for s in SchedulerType)}"
-        )
-
-
-def prepare_out(config: RunConfig, is_main: bool, inputs: dict[str, str]) -> Path | None:
+def prepare_out(config: TrainingRunConfig, is_main: bool, inputs: dict[str, str]) -> Path | None:
     """Check/clear the output dir; returns the checkpoint to resume from, if any."""
     out = Path(config.out).expanduser()
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
