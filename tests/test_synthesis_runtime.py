@@ -87,7 +87,7 @@ def test_guidance_one_skips_uncond(synth, monkeypatch) -> None:
 
 def test_matches_diffusers_pipeline(model_dir, synth) -> None:
     """Same weights, scheduler, seeds and prompts as StableDiffusionPipeline -> the same patches."""
-    from histoaug.synthesis.benchmarking import run_diffusers, run_histoaug
+    from histoaug.benchmarking import run_diffusers, run_histoaug
 
     reference, _ = run_diffusers(model_dir, 4, STEPS, 2.0, "dpmsolver++")
     ours, _ = run_histoaug(synth, model_dir, 4, STEPS, 2.0, "dpmsolver++")

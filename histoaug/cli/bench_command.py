@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from histoaug.synthesis.benchmarking import BackendSpec, BenchConfig, format_report, run_benchmark
+    from histoaug.benchmarking import BackendSpec, BenchConfig, format_report, run_benchmark
     from histoaug.synthesis.sampling import SamplerSettings
 
     SamplerSettings(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)  # validate early
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _determinism(config) -> list[dict]:
-    from histoaug.synthesis.benchmarking import batch_layout_tolerance, prepare_models
+    from histoaug.benchmarking import batch_layout_tolerance, prepare_models
 
     model, artifact = prepare_models(config)
     rows = []

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from histoaug.atomic_files import atomic_path, write_text
 from histoaug.data.pcam_files import PATCH_SHAPE
 from histoaug.errors import ArtifactError, HistoaugError, OutputWriteError
+from histoaug.image_metrics import psnr_from_mse
 from histoaug.prompts import PROMPTS_FILE
 from histoaug.training.base_model import load_base_pipeline
 from histoaug.training.batches import NOISE_STREAM, BatchPlan, StepBatches, sample_generator
@@ -258,7 +259,7 @@ def reconstruction_quality(vae, dataset, device: torch.device, batch_size: int =
         absolute += float(np.abs(diff).sum())
         count += diff.size
     mse = squared / count
-    return {"items": len(dataset), "psnr_db": round(10 * math.log10(255.0**2 / max(mse, 1e-12)), 2),
+    return {"items": len(dataset), "psnr_db": round(psnr_from_mse(max(mse, 1e-12)), 2),
             "mae_uint8": round(absolute / count, 3)}
 
 
