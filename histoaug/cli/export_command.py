@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("onnx", "diffusers"), default="onnx")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32",
                         help="compute dtype inside the ONNX graphs (inputs/outputs stay float32)")
-    parser.add_argument("--batch", type=int, default=2, help="batch used for tracing and verification")
+    parser.add_argument("--batch", type=int, default=2,
+                        help="batch of the verification run (tracing uses at least 2; the graphs take any batch)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the torch-vs-onnxruntime check (e.g. fp16 graphs on a CPU-only machine)")
     parser.add_argument("--with-text-encoder", action="store_true",
