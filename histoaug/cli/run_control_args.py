@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 ConfigT = TypeVar("ConfigT")
@@ -24,34 +26,52 @@ def add_run_control_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _defaults(config: type) -> dict[str, Any]:
-    return {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+@dataclass(frozen=True)
+class ConfigFlag:
+    """A flag whose destination is a config field of the same name; its default is the config's."""
+
+    flag: str
+    help: str
+    type: Callable[[str], Any] | None = None  # None: a store_true switch (``--no-X`` negates X)
+    choices: tuple[str, ...] | None = None
+    dest: str | None = None  # when the field is named otherwise than the flag
+    metavar: str | None = None
+    required: bool = False
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config: type, flags: tuple[ConfigFlag, ...]) -> None:
+    """Add ``flags``; a default that is not None is the field's default in ``config`` and shown in the help."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    for item in flags:
+        dest = item.dest or item.flag.lstrip("-").replace("-", "_")
+        if item.type is None:
+            parser.add_argument(item.flag, action="store_true", dest=dest, help=item.help)
+            continue
+        default = defaults.get(dest)
+        parser.add_argument(item.flag, type=item.type, choices=item.choices, default=default, dest=dest,
+                            metavar=item.metavar, required=item.required,
+                            help=item.help if default is None else f"{item.help} (default: %(default)s)")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, config: type, *, base_help: str, out_help: str,
                            batch_help: str, devices: tuple[str, ...], device_help: str) -> None:
     """DATA, --base, --out, --split, --steps, --batch-size, --lr, --lr-schedule, --warmup-steps,
     --no-augment, --device, --seed, --checkpoint-every and the run controls; defaults from ``config``."""
-    defaults = _defaults(config)
     parser.add_argument("data", help="PCam root, or 'sample' for the bundled sample")
-    parser.add_argument("--base", default=defaults["base"], help=f"{base_help} (default: %(default)s)")
-    parser.add_argument("--out", required=True, help=out_help)
-    parser.add_argument("--split", default=defaults["split"], help="split to train on (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults["steps"], help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"],
-                        help=f"{batch_help} (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=defaults["lr"], help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--lr-schedule", default=defaults["lr_schedule"],
-                        help="diffusers schedule name (default: %(default)s)")
-    parser.add_argument("--warmup-steps", type=int, default=None,
-                        help="linear warm-up steps (default: 5%% of --steps, at most 500)")
-    parser.add_argument("--no-augment", action="store_true", help="no random flips / 90-degree rotations")
-    parser.add_argument("--device", choices=devices, default=defaults["device"],
-                        help=f"{device_help} (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults["seed"],
-                        help="seed of data order, noise and preset weights (default: %(default)s)")
-    parser.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"],
-                        help="steps between checkpoints (default: %(default)s)")
+    add_config_flags(parser, config, (
+        ConfigFlag("--base", base_help, str),
+        ConfigFlag("--out", out_help, str, required=True),
+        ConfigFlag("--split", "split to train on", str),
+        ConfigFlag("--steps", "optimizer steps", int),
+        ConfigFlag("--batch-size", batch_help, int),
+        ConfigFlag("--lr", "peak learning rate", float),
+        ConfigFlag("--lr-schedule", "diffusers schedule name", str),
+        ConfigFlag("--warmup-steps", "linear warm-up steps (default: 5%% of --steps, at most 500)", int),
+        ConfigFlag("--no-augment", "no random flips / 90-degree rotations"),
+        ConfigFlag("--device", device_help, str, choices=devices),
+        ConfigFlag("--seed", "seed of data order, noise and preset weights", int),
+        ConfigFlag("--checkpoint-every", "steps between checkpoints", int),
+    ))
     add_run_control_arguments(parser)
 
 

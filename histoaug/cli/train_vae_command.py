@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from histoaug.cli.run_control_args import add_training_arguments, training_config_from_args
+from histoaug.cli import run_control_args as flags
 from histoaug.training.run_config import AutoencoderTrainConfig
 
 
@@ -16,29 +16,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "L1 + KL) and write the pipeline dir with it, its latent scaling factor set and its reconstruction PSNR "
         "reported; pass that dir to `histoaug train --base` to train the UNet on its latents.",
     )
-    add_training_arguments(
+    flags.add_training_arguments(
         parser, AutoencoderTrainConfig,
         base_help="preset to build from configs (tiny, small, histo96) or a diffusers SD pipeline dir",
         out_help="output dir (pipeline, report, log, checkpoints)",
         batch_help="patches per step",
         devices=("auto", "cpu", "cuda"), device_help="auto: CUDA when available",
     )
-    parser.add_argument("--kl-weight", type=float, default=AutoencoderTrainConfig.kl_weight,
-                        help="weight of the KL term (default: %(default)s)")
-    parser.add_argument("--gradient-weight", type=float, default=AutoencoderTrainConfig.gradient_weight,
-                        help="weight of the image-gradient L1 term (default: %(default)s)")
-    parser.add_argument("--adversarial-weight", type=float, default=AutoencoderTrainConfig.adversarial_weight,
-                        help="weight of a PatchGAN hinge loss (sharper texture), 0 = off (default: %(default)s)")
-    parser.add_argument("--decoder-only", action="store_true",
-                        help="freeze the encoder: fine-tune the decoder of --base, keeping its latent space (a UNet "
-                        "trained on it stays valid)")
+    flags.add_config_flags(parser, AutoencoderTrainConfig, (
+        flags.ConfigFlag("--kl-weight", "weight of the KL term", float),
+        flags.ConfigFlag("--gradient-weight", "weight of the image-gradient L1 term", float),
+        flags.ConfigFlag("--adversarial-weight", "weight of a PatchGAN hinge loss (sharper texture), 0 = off", float),
+        flags.ConfigFlag("--decoder-only", "freeze the encoder: fine-tune the decoder of --base, keeping its "
+                         "latent space (a UNet trained on it stays valid)"),
+    ))
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from histoaug.training.autoencoder import train_autoencoder
 
-    config = training_config_from_args(AutoencoderTrainConfig, args)
+    config = flags.training_config_from_args(AutoencoderTrainConfig, args)
     result = train_autoencoder(config, command=args.command_line)
     if result.losses:
         print(f"trained steps {result.steps - len(result.losses) + 1}..{result.steps} in {result.seconds:.1f} s: "

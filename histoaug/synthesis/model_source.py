@@ -9,7 +9,7 @@ file layout of both is :mod:`histoaug.synthesis.artifact_format`'s alone.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,9 @@ def resolve_source(source: str | Path) -> Path:
     return default_model_dir() if str(source) == DEFAULT_SOURCE else Path(source)
 
 
-@dataclass
-class ModelFiles:
-    """Everything the runtime needs besides the networks themselves."""
+@dataclass(frozen=True, kw_only=True)
+class ModelFiles(Geometry):
+    """Everything the runtime needs besides the networks themselves (and the model's geometry)."""
 
     kind: str  # "diffusers" | "artifact"
     root: Path
@@ -64,10 +64,6 @@ class ModelFiles:
     prompts: PromptBank
     embeddings: PromptEmbeddings
     scheduler_config: dict[str, Any]
-    scaling_factor: float
-    latent_channels: int
-    latent_size: int
-    image_size: int
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -93,21 +89,12 @@ def open_model(source: str | Path) -> ModelFiles:
                         f"pipeline dir ({MODEL_INDEX_FILE})")
 
 
-def _model_files(kind: str, root: Path, model_id: str, prompts: PromptBank, embeddings: PromptEmbeddings,
-                 scheduler_config: dict[str, Any], geometry: Geometry,
-                 manifest: dict[str, Any] | None = None) -> ModelFiles:
-    return ModelFiles(
-        kind=kind, root=root, model_id=model_id, prompts=prompts, embeddings=embeddings,
-        scheduler_config=scheduler_config, scaling_factor=geometry.scaling_factor,
-        latent_channels=geometry.latent_channels, latent_size=geometry.latent_size, image_size=geometry.image_size,
-        manifest=manifest or {},
-    )
-
-
 def _open_artifact(root: Path) -> ModelFiles:
     contents = read_artifact(root)
-    return _model_files("artifact", root, str(contents.manifest.get("model_id", "")), contents.prompts,
-                        contents.embeddings, contents.scheduler_config, contents.geometry, contents.manifest)
+    return ModelFiles(kind="artifact", root=root, model_id=str(contents.manifest.get("model_id", "")),
+                      prompts=contents.prompts, embeddings=contents.embeddings,
+                      scheduler_config=contents.scheduler_config, manifest=contents.manifest,
+                      **asdict(contents.geometry))
 
 
 def _open_diffusers(root: Path) -> ModelFiles:
@@ -134,5 +121,5 @@ def _open_diffusers(root: Path) -> ModelFiles:
     embeddings = encode_prompts(text_encoder.eval(), tokenizer, prompts)
     del text_encoder
     logger.info("computed embeddings of %d prompts for %s", len(prompts), root)
-    return _model_files("diffusers", root, model_id, prompts, embeddings, read_json(root / SCHEDULER_CONFIG),
-                        read_geometry(root))
+    return ModelFiles(kind="diffusers", root=root, model_id=model_id, prompts=prompts, embeddings=embeddings,
+                      scheduler_config=read_json(root / SCHEDULER_CONFIG), **asdict(read_geometry(root)))
