@@ -79,9 +79,10 @@ def export_model(src: str | Path, out: str | Path, settings: ExportSettings) -> 
                                    "an artifact exported --with-text-encoder)")
     if out.resolve() == src.resolve():
         raise InvalidArgumentError("OUT must differ from SRC")
-    if settings.format == "onnx" and settings.dtype == "bf16" and settings.verify and not _ort_has_gpu():
-        raise InvalidArgumentError("onnxruntime's CPU provider has no bf16 kernels, so a bf16 export cannot be "
-                                   "verified here; export on a machine with onnxruntime-gpu, or pass --no-verify")
+    if settings.format == "onnx" and settings.verify:
+        from histoaug.synthesis.backends.onnxruntime_backend import verification_device
+
+        verification_device(settings.dtype)  # refuses a dtype that cannot be verified here, before any work
     try:
         with atomic_directory(out, replace=settings.overwrite) as work:
             if settings.format == "diffusers":
@@ -96,12 +97,6 @@ def export_model(src: str | Path, out: str | Path, settings: ExportSettings) -> 
         raise OutputWriteError(f"cannot write {out}: {exc.strerror or exc}") from exc
     logger.info("wrote %s", out)
     return out
-
-
-def _ort_has_gpu() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def _write_diffusers(src: Path, work: Path) -> None:
@@ -142,7 +137,7 @@ def _write_artifact(src: Path, work: Path, model: ModelFiles, settings: ExportSe
         for check in verify_export(onnx_dir, unet, vae, dtype=settings.dtype, batch=settings.batch,
                                    latent_shape=latent_shape, text_shape=text_shape):
             checks[check.graph] = {"max_abs_error": check.max_abs_error, "relative_error": check.relative_error,
-                                   "tolerance": check.tolerance}
+                                   "tolerance": check.tolerance, "provider": check.provider}
     if settings.with_text_encoder:
         layout.copy_text_encoder(src, work)
     # a re-exported artifact keeps the identity of the model it was exported from (same weights)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.resources
 import importlib.util
+import json
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -32,6 +34,9 @@ class EnvironmentReport:
     cuda_devices: list[str] = field(default_factory=list)
     onnxruntime_providers: list[str] = field(default_factory=list)
     backends: dict[str, str] = field(default_factory=dict)
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+    gpu_runtimes: dict[str, str | None] = field(default_factory=dict)
+    gpu_verified: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +59,43 @@ def cuda_devices() -> list[str]:
         f"cuda:{index} {torch.cuda.get_device_name(index)}"
         for index in range(torch.cuda.device_count())
     ]
+
+
+def gpu_details() -> list[dict[str, Any]]:
+    """Each visible GPU: index, name, compute capability, bf16 support, memory."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    details = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        with torch.cuda.device(index):
+            bf16 = bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        details.append({"index": index, "name": props.name, "compute_capability": f"{props.major}.{props.minor}",
+                        "bf16": bf16, "memory_gib": round(props.total_memory / 2**30, 1),
+                        "multiprocessors": props.multi_processor_count})
+    return details
+
+
+def gpu_runtimes(providers: list[str]) -> dict[str, str | None]:
+    """GPU runtimes installed here (version, or None when absent), whether or not a GPU is visible."""
+    import torch
+
+    return {
+        "torch-cuda": f"torch {torch.__version__}, CUDA {torch.version.cuda}" if torch.version.cuda else None,
+        "triton": package_version("triton"),
+        "onnxruntime-cuda": (f"onnxruntime-gpu {package_version('onnxruntime-gpu') or package_version('onnxruntime')}"
+                             if "CUDAExecutionProvider" in providers else None),
+        "tensorrt": package_version("tensorrt") or package_version("tensorrt-cu12") or package_version("tensorrt-cu13"),
+        "xformers": package_version("xformers"),
+    }
+
+
+def verified_gpu_runtimes() -> dict[str, Any]:
+    """The runtimes this project's GPU tests have passed on a real GPU (histoaug/gpu_verified.json)."""
+    text = importlib.resources.files("histoaug").joinpath("gpu_verified.json").read_text(encoding="utf-8")
+    return dict(json.loads(text).get("runtimes", {}))
 
 
 def onnxruntime_providers() -> list[str]:
@@ -99,4 +141,7 @@ def probe_environment() -> EnvironmentReport:
         cuda_devices=devices,
         onnxruntime_providers=providers,
         backends=backend_availability(devices, providers),
+        gpus=gpu_details(),
+        gpu_runtimes=gpu_runtimes(providers),
+        gpu_verified=verified_gpu_runtimes(),
     )

@@ -22,6 +22,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"histoaug {report.histoaug}  python {report.python}  ({report.platform})")
     print(f"CPU cores: {report.cpu_count}")
     print("CUDA devices: " + (", ".join(report.cuda_devices) or "none"))
+    for gpu in report.gpus:
+        print(f"  cuda:{gpu['index']} {gpu['name']}: compute capability {gpu['compute_capability']}, "
+              f"bf16 {'yes' if gpu['bf16'] else 'no'}, {gpu['memory_gib']} GiB, {gpu['multiprocessors']} SMs")
+    print("GPU runtimes (installed / verified by histoaug's GPU tests on a real GPU):")
+    for name, version in report.gpu_runtimes.items():
+        verified = report.gpu_verified.get(name)
+        state = f"verified ({verified.get('device', '?')}, {verified.get('date', '?')})" if verified else "not verified"
+        print(f"  {name:<17} {version or 'not installed':<40} {state}")
+    if not report.gpu_verified:
+        print("  (no GPU runtime has passed this project's GPU tests yet: auto never picks one on CUDA)")
     print("Backends:")
     for name, state in report.backends.items():
         print(f"  {name:<12} {state}")
