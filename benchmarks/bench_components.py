@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from histoaug.synthesis.backends.selection import create_backend
-from histoaug.synthesis.benchmarking import (
+from histoaug.benchmarking import (
     BackendSpec,
     decoder_flops_per_sample,
     matmul_ceiling,
     unet_flops_per_sample,
 )
+from histoaug.synthesis.backends.selection import create_backend
 from histoaug.synthesis.model_source import open_model, resolve_source
 
 

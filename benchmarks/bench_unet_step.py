@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from histoaug.synthesis.benchmarking import matmul_ceiling, unet_flops_per_sample
+from histoaug.benchmarking import matmul_ceiling, unet_flops_per_sample
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import json, sys, time
 start = time.perf_counter()
 import histoaug
 from histoaug.synthesis import compile_cache
-from histoaug.synthesis.benchmarking import workload
+from histoaug.benchmarking import workload
 from histoaug.synthesis.model_source import open_model
 imported = time.perf_counter()
 model, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from histoaug.synthesis.backends.onnxruntime_backend import UNET_FILE, open_session
+from histoaug.synthesis.artifact_format import UNET_FILE
+from histoaug.synthesis.backends.onnxruntime_backend import open_session
 from histoaug.synthesis.backends.torch_backend import TorchBackend
 from histoaug.synthesis.model_source import open_model
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from histoaug.synthesis.benchmarking import DiffusersBaseline, psnr, resolved_label, run_histoaug
+from histoaug.benchmarking import DiffusersBaseline, psnr, resolved_label, run_histoaug
 from histoaug.synthesis.model_source import open_model
 from histoaug.synthesis.synthesizer import load_synthesizer
 

@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from histoaug.image_metrics import psnr
+
 logger = logging.getLogger("histoaug.benchmarks.gpu")
 
 STEPS, GUIDANCE, SCHEDULER = 20, 2.0, "dpmsolver++"
@@ -86,11 +88,6 @@ def matmul_peak_tflops(device: torch.device, size: int, repeats: int = 10) -> fl
         torch.mm(a, b)
     times = [timed(lambda: torch.mm(a, b), device, 1)[1] for _ in range(repeats)]
     return 2 * size**3 / float(np.median(times)) / 1e12
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def unet_flops(unet: torch.nn.Module, latent: tuple[int, int, int], text: tuple[int, int]) -> float:
@@ -337,13 +334,16 @@ def sd15_preset(image_size: int, smoke: bool):
     if smoke:  # the tiny preset: same block structure, CPU-sized
         return dataclasses.replace(presets.get_preset("tiny"), name=f"sd15-smoke-{image_size}")
     return presets.PipelinePreset(
-        name=f"sd15-arch-{image_size}", image_size=image_size, vae_channels=(128, 256, 512, 512),
-        vae_layers_per_block=2,
-        unet_channels=(320, 640, 1280, 1280),
-        unet_down_blocks=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        unet_up_blocks=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        unet_layers_per_block=2, unet_attention_heads=8, norm_num_groups=32, text_hidden_size=768, text_layers=1,
-        text_heads=12, text_intermediate_size=3072)
+        name=f"sd15-arch-{image_size}", image_size=image_size,
+        vae={"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "norm_num_groups": 32},
+        unet={"block_out_channels": [320, 640, 1280, 1280],
+              "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                   "DownBlock2D"],
+              "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+              "layers_per_block": 2, "attention_head_dim": 8, "norm_num_groups": 32},
+        text_encoder={"hidden_size": 768, "num_hidden_layers": 1, "num_attention_heads": 12,
+                      "intermediate_size": 3072},
+        description="Stable Diffusion 1.5's UNet and VAE architecture, a one-layer text encoder")
 
 
 def build_sd15_dir(settings: Settings, image_size: int) -> Path:

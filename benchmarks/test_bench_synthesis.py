@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from histoaug.synthesis.benchmarking import (
+from histoaug.benchmarking import (
     BackendSpec,
     BenchConfig,
     DiffusersBaseline,

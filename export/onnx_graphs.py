@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from histoaug.dtypes import DTYPES
+
 logger = logging.getLogger(__name__)
 
 OPSET = 23
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 UNET_INPUTS = ("sample", "timestep", "encoder_hidden_states")
 UNET_OUTPUT = "noise_pred"
 VAE_INPUT = "latent"
@@ -48,6 +49,12 @@ class VaeDecoderForExport(torch.nn.Module):
         return self.vae.decode(latent.to(self.dtype), return_dict=False)[0].to(torch.float32)
 
 
+def example_batch(batch: int) -> int:
+    """The batch of the tracing inputs: torch.export specialises a dimension of size 1 (the
+    graph would then refuse other batch sizes), so tracing uses at least 2."""
+    return max(batch, 2)
+
+
 def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: tuple[str, ...], output: str,
             path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -72,6 +79,7 @@ def export_unet(unet: torch.nn.Module, path: Path, *, dtype: str, batch: int, la
                 text_shape: tuple[int, int]) -> None:
     dt = DTYPES[dtype]
     model = UNetForExport(unet if dt == torch.float32 else unet.to(dt), dt)
+    batch = example_batch(batch)
     args = (torch.randn(batch, *latent_shape), torch.full((batch,), 500.0), torch.randn(batch, *text_shape))
     logger.info("exporting UNet to %s (%s, opset %d)", path, dtype, OPSET)
     _export(model, args, UNET_INPUTS, UNET_OUTPUT, path)
@@ -82,4 +90,4 @@ def export_vae_decoder(vae: torch.nn.Module, path: Path, *, dtype: str, batch: i
     dt = DTYPES[dtype]
     model = VaeDecoderForExport(vae if dt == torch.float32 else vae.to(dt), dt)
     logger.info("exporting VAE decoder to %s (%s, opset %d)", path, dtype, OPSET)
-    _export(model, (torch.randn(batch, *latent_shape),), (VAE_INPUT,), VAE_OUTPUT, path)
+    _export(model, (torch.randn(example_batch(batch), *latent_shape),), (VAE_INPUT,), VAE_OUTPUT, path)

@@ -53,12 +53,8 @@ def verify_export(onnx_dir: Path, unet: torch.nn.Module, vae: torch.nn.Module, *
     approximates. Raises ArtifactError when a graph is beyond tolerance.
     """
     from histoaug.export.onnx_graphs import UNetForExport, VaeDecoderForExport
-    from histoaug.synthesis.backends.onnxruntime_backend import (
-        UNET_FILE,
-        VAE_DECODER_FILE,
-        open_session,
-        verification_device,
-    )
+    from histoaug.synthesis.artifact_format import UNET_FILE, VAE_DECODER_FILE
+    from histoaug.synthesis.backends.onnxruntime_backend import open_session, verification_device
 
     generator = torch.Generator().manual_seed(seed)
     sample = torch.randn(batch, *latent_shape, generator=generator)

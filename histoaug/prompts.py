@@ -20,12 +20,12 @@ a sample's prompt is picked for its label; it can still be asked for by id.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from histoaug.atomic_files import write_text
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError
 
 PROMPTS_FORMAT = "histoaug.prompts/1"
@@ -119,9 +119,7 @@ class PromptBank:
             path = path / PROMPTS_FILE
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-        work = path.with_name(path.name + ".partial")
-        work.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(work, path)
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod

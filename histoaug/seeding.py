@@ -36,18 +36,26 @@ def index_hash(run_seed: int, indices: np.ndarray, stream: int) -> np.ndarray:
         return splitmix64(key ^ splitmix64(np.asarray(indices, dtype=np.uint64)))
 
 
-def parse_label_spec(spec: str) -> float:
-    """``balanced`` -> 0.5; ``0`` / ``1`` -> all of one label; a float in [0, 1] -> fraction of label 1."""
+def parse_label_spec(spec: str | float, *, name: str = "--labels", keywords: tuple[str, ...] = ()) -> float | str:
+    """The label mix a user asks for (``generate --labels``, ``SyntheticPCam(synthetic_labels=)``).
+
+    ``balanced`` -> 0.5; ``0`` / ``1`` -> all of one label; a number in [0, 1] -> the fraction
+    of label 1. A word in ``keywords`` (e.g. ``match``: follow the real data) is returned as is.
+    ``name`` is what the error message calls the setting.
+    """
+    if spec in keywords:
+        return spec
     if spec == "balanced":
         return 0.5
     try:
         fraction = float(spec)
-    except ValueError:
+    except (TypeError, ValueError):
+        words = ", ".join(f"'{word}'" for word in (*keywords, "balanced"))
         raise InvalidArgumentError(
-            f"--labels must be 'balanced', 0, 1 or a fraction of label 1 in [0, 1], not {spec!r}"
+            f"{name} must be {words}, 0, 1 or a fraction of label 1 in [0, 1], not {spec!r}"
         ) from None
-    if not 0.0 <= fraction <= 1.0 or np.isnan(fraction):
-        raise InvalidArgumentError(f"--labels fraction must lie in [0, 1], got {spec}")
+    if not 0.0 <= fraction <= 1.0:  # also refuses NaN
+        raise InvalidArgumentError(f"{name} fraction must lie in [0, 1], got {spec}")
     return fraction
 
 

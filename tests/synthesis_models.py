@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from histoaug.image_metrics import psnr  # noqa: F401  (the tests' PSNR is the library's)
 from histoaug.prompts import Prompt, PromptBank
 
 _CACHE: dict[str, Path] = {}
@@ -41,7 +40,3 @@ def tiny_artifact_dir(factory) -> Path:
         _CACHE["artifact"] = out
     return _CACHE["artifact"]
 
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

@@ -58,3 +58,30 @@ def test_directory_replaced_only_when_asked(tmp_path):
         (staging / "b.json").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["b.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_outputs_get_ordinary_permissions_not_private_temp_ones(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_text(tmp_path / "report.json", "{}")
+    with atomic_directory(tmp_path / "run") as staging:
+        (staging / "a.json").write_text("1")
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_publish_moves_a_resumable_work_dir_into_place(tmp_path):
+    from histoaug.atomic_files import publish
+
+    target, work = tmp_path / "tree", tmp_path / "tree.partial"
+    target.mkdir()
+    (target / "old.png").write_bytes(b"old")
+    work.mkdir()
+    (work / "new.png").write_bytes(b"new")
+    with pytest.raises(FileExistsError):
+        publish(work, target)
+    publish(work, target, replace=True, durable=True)
+    assert [p.name for p in target.iterdir()] == ["new.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["tree"]

@@ -12,7 +12,7 @@ import histoaug
 from histoaug import PCam
 from histoaug.cli.main import main
 from histoaug.errors import ArtifactError
-from histoaug.synthesis.manifest import MANIFEST_FILE, verify_manifest
+from histoaug.synthesis.artifact_format import MANIFEST_FILE, verify_manifest
 from histoaug.synthesis.model_source import DEFAULT_MODEL_DIR, open_model
 from tests.synthesis_models import psnr
 

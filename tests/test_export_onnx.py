@@ -47,7 +47,7 @@ def test_unet_has_one_fused_attention_node_per_block(artifact) -> None:
 
 
 def test_manifest_records_source_shapes_and_checks(artifact, model_dir) -> None:
-    from histoaug.synthesis.model_source import model_id_of
+    from histoaug.synthesis.artifact_format import model_id_of
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert manifest["model_id"] == model_id_of(model_dir)
@@ -59,7 +59,7 @@ def test_manifest_records_source_shapes_and_checks(artifact, model_dir) -> None:
     for graph in ("unet", "vae_decoder"):
         check = manifest["onnx"]["verification"][graph]
         assert check["relative_error"] <= check["tolerance"]
-    assert not list(artifact.parent.glob(".artifact.partial-*"))
+    assert [p.name for p in artifact.parent.iterdir()] == ["artifact"]  # no staging dir left
 
 
 def test_onnxruntime_matches_torch_and_is_deterministic(artifact, model_dir) -> None:
@@ -160,3 +160,24 @@ def test_cli_user_errors_are_one_line_exit_2(model_dir, artifact, tmp_path, caps
     assert cli_main(["export", str(artifact), str(tmp_path / "out2")]) == 2  # an artifact is not a source
     assert "diffusers pipeline dir" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_the_embedded_model_is_re_exported_in_fp16(tmp_path, capsys) -> None:
+    """The default model is an artifact and a pipeline dir at once: export takes it as a source
+    (issue 13, item 6), keeps its identity, and the fp16 graphs run close to the shipped fp32 ones."""
+    from histoaug.synthesis.artifact_format import MANIFEST_FILE
+    from histoaug.synthesis.model_source import DEFAULT_MODEL_DIR
+
+    out = tmp_path / "default-fp16"
+    assert cli_main(["export", "default", str(out), "--format", "onnx", "--dtype", "fp16", "--batch", "1"]) == 0
+    assert "fp16" in capsys.readouterr().out
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    shipped = json.loads((DEFAULT_MODEL_DIR / MANIFEST_FILE).read_text())
+    assert manifest["onnx"]["dtype"] == "fp16" and manifest["model_id"] == shipped["model_id"]
+    assert manifest["source_model_sha256"] == shipped["source_model_sha256"]
+    assert all(c["relative_error"] <= c["tolerance"] for c in manifest["onnx"]["verification"].values())
+    fp16 = histoaug.load_synthesizer(out, backend="onnxruntime", device="cpu")
+    fp32 = histoaug.load_synthesizer("default", backend="onnxruntime", device="cpu")
+    assert (fp16.dtype, fp16.model_id) == ("fp16", fp32.model_id)
+    labels, seeds = [0, 1], [5, 6]
+    assert psnr(fp16.generate(labels, seeds, steps=4), fp32.generate(labels, seeds, steps=4)) >= 30

@@ -55,3 +55,22 @@ def test_save_and_reload_generates_same_images(tmp_path) -> None:
     np.testing.assert_array_equal(images[0], images[1])
     with pytest.raises(OutputExistsError):
         save_pipeline(pipe, out)
+
+
+def test_presets_are_data_whose_keys_are_component_config_fields() -> None:
+    import inspect
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig
+
+    from histoaug.models import PRESETS
+
+    assert {"tiny", "small", "histo96"} <= set(PRESETS)
+    accepted = {cls: set(inspect.signature(cls.__init__).parameters)
+                for cls in (AutoencoderKL, UNet2DConditionModel, CLIPTextConfig)}
+    for preset in PRESETS.values():
+        assert set(preset.vae) <= accepted[AutoencoderKL], preset.name
+        assert set(preset.unet) <= accepted[UNet2DConditionModel], preset.name
+        assert set(preset.text_encoder) <= accepted[CLIPTextConfig], preset.name
+        assert preset.description
+    assert get_preset("histo96").latent_size == 12 and get_preset("small").latent_size == 24

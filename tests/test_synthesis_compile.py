@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import histoaug
+from histoaug.benchmarking import BackendSpec
 from histoaug.cli.main import main
 from histoaug.errors import InvalidArgumentError
 from histoaug.synthesis.backends.torch_backend import compile_unavailable_reason
-from histoaug.synthesis.benchmarking import BackendSpec
 from tests.synthesis_models import psnr, tiny_artifact_dir, tiny_model_dir
 
 STEPS = 3

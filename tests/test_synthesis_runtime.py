@@ -131,7 +131,7 @@ def test_deep_cache_runs_the_whole_unet_every_k_steps(synth, monkeypatch) -> Non
 
 def test_matches_diffusers_pipeline(model_dir, synth) -> None:
     """Same weights, scheduler, seeds and prompts as StableDiffusionPipeline -> the same patches."""
-    from histoaug.synthesis.benchmarking import run_diffusers, run_histoaug
+    from histoaug.benchmarking import run_diffusers, run_histoaug
 
     reference, _ = run_diffusers(model_dir, 4, STEPS, 2.0, "dpmsolver++")
     ours, _ = run_histoaug(synth, model_dir, 4, STEPS, 2.0, "dpmsolver++")
@@ -221,7 +221,7 @@ def test_nan_output_is_a_typed_error(synth, monkeypatch) -> None:
 def test_model_id_ignores_training_logs_and_checkpoints(model_dir, tmp_path) -> None:
     import shutil
 
-    from histoaug.synthesis.model_source import model_id_of
+    from histoaug.synthesis.artifact_format import model_id_of
 
     copy = tmp_path / "run"
     shutil.copytree(model_dir, copy)

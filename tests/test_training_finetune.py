@@ -251,3 +251,26 @@ def test_default_warmup_leaves_room_for_the_cosine_decay():
     assert TrainConfig(data="sample", prompts="p", out="o", steps=120, warmup_steps=0).effective_warmup_steps == 0
     with pytest.raises(InvalidArgumentError, match="below --steps"):
         TrainConfig(data="sample", prompts="p", out="o", steps=120, warmup_steps=120).validate()
+
+
+def test_train_and_train_vae_flags_map_onto_their_configs():
+    """One definition of the shared flags, defaults read from the configs: parsing the defaults
+    gives the config's defaults, and each flag lands on the field of its name."""
+    from histoaug.cli.main import build_parser
+    from histoaug.cli.run_control_args import training_config_from_args
+    from histoaug.training.run_config import AutoencoderTrainConfig, TrainConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "sample", "--prompts", "p", "--out", "o"])
+    assert training_config_from_args(TrainConfig, args) == TrainConfig(data="sample", prompts="p", out="o")
+    args = parser.parse_args(["train", "sample", "--prompts", "p", "--out", "o", "--no-ema", "--no-augment",
+                              "--keep-checkpoints", "5", "--steps", "7", "--resume", "--mixed-precision", "bf16"])
+    assert training_config_from_args(TrainConfig, args) == TrainConfig(
+        data="sample", prompts="p", out="o", ema=False, augment=False, checkpoints_total_limit=5, steps=7,
+        resume=True, mixed_precision="bf16")
+    args = parser.parse_args(["train-vae", "sample", "--out", "o"])
+    assert training_config_from_args(AutoencoderTrainConfig, args) == AutoencoderTrainConfig(data="sample", out="o")
+    args = parser.parse_args(["train-vae", "sample", "--out", "o", "--decoder-only", "--device", "cpu",
+                              "--no-progress", "--kl-weight", "0.5"])
+    assert training_config_from_args(AutoencoderTrainConfig, args) == AutoencoderTrainConfig(
+        data="sample", out="o", decoder_only=True, device="cpu", progress=False, kl_weight=0.5)

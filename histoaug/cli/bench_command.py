@@ -43,12 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip diffusers StableDiffusionPipeline")
     parser.add_argument("--determinism", action="store_true",
                         help="also measure reorder/batch-size agreement per backend (batch 8 vs 1 and 3)")
-    parser.add_argument("--json", type=Path, help="also write the report as JSON")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON (atomically)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from histoaug.synthesis.benchmarking import BackendSpec, BenchConfig, format_report, run_benchmark
+    from histoaug.benchmarking import BackendSpec, BenchConfig, format_report, run_benchmark
     from histoaug.synthesis.sampling import SamplerSettings
 
     SamplerSettings(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)  # validate early
@@ -74,12 +74,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"determinism {row['backend']} {row['dtype']}{compiled}: reordered bit-identical="
                   f"{row['reordered_bit_identical']}; vs batch {row['n']}: {others}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        from histoaug.atomic_files import write_text
+
+        write_text(args.json, json.dumps(report, indent=2, default=str) + "\n")
     return 0
 
 
 def _determinism(config) -> list[dict]:
-    from histoaug.synthesis.benchmarking import batch_layout_tolerance, prepare_models
+    from histoaug.benchmarking import batch_layout_tolerance, prepare_models
 
     model, artifact = prepare_models(config)
     rows = []

@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"two-sample test, real {args.test_split} vs synthetic ({report.c2st_items_per_side} each, "
           f"{report.c2st_folds} folds): ROC AUC {report.c2st_auc:.4f} (0.5 = indistinguishable)")
     if args.json:
-        partial = args.json.with_name(args.json.name + ".partial")
-        partial.write_text(json.dumps({"synthetic": str(args.synthetic), "real": str(args.real),
-                                       **report.to_dict()}, indent=2) + "\n")
-        partial.replace(args.json)
+        from histoaug.atomic_files import write_text
+
+        write_text(args.json, json.dumps({"synthetic": str(args.synthetic), "real": str(args.real),
+                                          **report.to_dict()}, indent=2) + "\n")
     return 0

@@ -107,11 +107,11 @@ def _check_output(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from histoaug import load_synthesizer
     from histoaug.generation.pcam_output import write_pcam
     from histoaug.generation.png_output import write_png_tree
     from histoaug.generation.settings import GenerationSettings
     from histoaug.seeding import parse_label_spec
+    from histoaug.synthesis.synthesizer import load_synthesizer
 
     settings = GenerationSettings(
         n=args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps,

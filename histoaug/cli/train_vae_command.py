@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from histoaug.cli.run_control_args import add_run_control_arguments
+from histoaug.cli import run_control_args as flags
+from histoaug.training.run_config import AutoencoderTrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,48 +16,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "L1 + KL) and write the pipeline dir with it, its latent scaling factor set and its reconstruction PSNR "
         "reported; pass that dir to `histoaug train --base` to train the UNet on its latents.",
     )
-    parser.add_argument("data", help="PCam root, or 'sample' for the bundled sample")
-    parser.add_argument("--base", default="histo96",
-                        help="preset to build from configs (tiny, small, histo96) or a diffusers SD pipeline dir "
-                        "(default: %(default)s)")
-    parser.add_argument("--out", required=True, help="output dir (pipeline, report, log, checkpoints)")
-    parser.add_argument("--split", default="train", help="split to train on (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="patches per step (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--lr-schedule", default="cosine", help="diffusers schedule name (default: %(default)s)")
-    parser.add_argument("--warmup-steps", type=int, default=None,
-                        help="linear warm-up steps (default: 5%% of --steps, at most 500)")
-    parser.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term (default: %(default)s)")
-    parser.add_argument("--gradient-weight", type=float, default=1.0,
-                        help="weight of the image-gradient L1 term (default: %(default)s)")
-    parser.add_argument("--adversarial-weight", type=float, default=0.0,
-                        help="weight of a PatchGAN hinge loss (sharper texture), 0 = off (default: %(default)s)")
-    parser.add_argument("--decoder-only", action="store_true",
-                        help="freeze the encoder: fine-tune the decoder of --base, keeping its latent space (a UNet "
-                        "trained on it stays valid)")
-    parser.add_argument("--no-augment", action="store_true", help="no random flips / 90-degree rotations")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: CUDA when available (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data order, noise and preset weights "
-                        "(default: %(default)s)")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints "
-                        "(default: %(default)s)")
-    add_run_control_arguments(parser)
+    flags.add_training_arguments(
+        parser, AutoencoderTrainConfig,
+        base_help="preset to build from configs (tiny, small, histo96) or a diffusers SD pipeline dir",
+        out_help="output dir (pipeline, report, log, checkpoints)",
+        batch_help="patches per step",
+        devices=("auto", "cpu", "cuda"), device_help="auto: CUDA when available",
+    )
+    flags.add_config_flags(parser, AutoencoderTrainConfig, (
+        flags.ConfigFlag("--kl-weight", "weight of the KL term", float),
+        flags.ConfigFlag("--gradient-weight", "weight of the image-gradient L1 term", float),
+        flags.ConfigFlag("--adversarial-weight", "weight of a PatchGAN hinge loss (sharper texture), 0 = off", float),
+        flags.ConfigFlag("--decoder-only", "freeze the encoder: fine-tune the decoder of --base, keeping its "
+                         "latent space (a UNet trained on it stays valid)"),
+    ))
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from histoaug.training.autoencoder import AutoencoderTrainConfig, train_autoencoder
+    from histoaug.training.autoencoder import train_autoencoder
 
-    config = AutoencoderTrainConfig(
-        data=args.data, out=args.out, base=args.base, split=args.split, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
-        kl_weight=args.kl_weight, gradient_weight=args.gradient_weight, adversarial_weight=args.adversarial_weight,
-        decoder_only=args.decoder_only, augment=not args.no_augment,
-        device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every, num_workers=args.num_workers,
-        stop_at=args.stop_at, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-    )
+    config = flags.training_config_from_args(AutoencoderTrainConfig, args)
     result = train_autoencoder(config, command=args.command_line)
     if result.losses:
         print(f"trained steps {result.steps - len(result.losses) + 1}..{result.steps} in {result.seconds:.1f} s: "

@@ -2,8 +2,10 @@
 
 Rows are written by index block into a work file next to the target (``NAME.partial``) and
 the finished file is moved into place with an atomic rename, so a crash never leaves a
-half-written file under the final name. Extra per-item datasets (``prompt_id``, ``seed``, ...)
-and provenance attributes ride along; PCam readers ignore them.
+half-written file under the final name. ``NAME.partial`` is a resume protocol, not an atomic
+write (see :mod:`histoaug.atomic_files`): ``resume=True`` finds the interrupted work there.
+Extra per-item datasets (``prompt_id``, ``seed``, ...) and provenance attributes ride along;
+PCam readers ignore them.
 
 Crash safety and resume: every dataset is allocated when the work file is created and all
 metadata (shapes, attributes) is written then, so later writes touch raw data only. Each block
@@ -17,7 +19,6 @@ compressed work file is atomic on commit but not guaranteed resumable after a cr
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from histoaug.atomic_files import publish
 from histoaug.data.pcam_files import PATCH_SHAPE, split_file_name
 from histoaug.errors import InvalidArgumentError, OutputExistsError, OutputWriteError
 
@@ -226,9 +228,7 @@ class PCamWriter:
             self._file.flush()
             self._file.close()
             self._file = None
-            with open(self._work, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(self._work, self.path)
+            publish(self._work, self.path, durable=True)
         except OSError as exc:
             raise OutputWriteError(f"cannot finish {self.path}: {exc.strerror or exc}") from exc
         logger.info("wrote %s (%d items)", self.path, self.length)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import zlib
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from histoaug.atomic_files import atomic_path
 from histoaug.data.pcam_files import SPLITS, split_file_name
 from histoaug.errors import OutputExistsError, OutputWriteError, PCamFilesNotFoundError, PCamFormatError
 
@@ -28,12 +28,10 @@ def unpack_file(source: Path, *, overwrite: bool = False, progress: bool = True)
     target = source.with_suffix("")
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{target} exists; pass --overwrite to unpack again")
-    work = target.with_name(target.name + ".partial")
     try:
-        with gzip.open(source, "rb") as reader, open(work, "wb") as writer, tqdm(
-            total=source.stat().st_size, unit="B", unit_scale=True, desc=source.name,
-            disable=not progress,
-        ) as bar:
+        with atomic_path(target, durable=True) as work, gzip.open(source, "rb") as reader, \
+                open(work, "wb") as writer, tqdm(total=source.stat().st_size, unit="B", unit_scale=True,
+                                                 desc=source.name, disable=not progress) as bar:
             compressed = reader.fileobj  # position in the compressed stream drives the bar
             last = 0
             while block := reader.read(_BLOCK):
@@ -41,15 +39,10 @@ def unpack_file(source: Path, *, overwrite: bool = False, progress: bool = True)
                 position = compressed.tell()
                 bar.update(position - last)
                 last = position
-            writer.flush()
-            os.fsync(writer.fileno())
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        work.unlink(missing_ok=True)
         raise PCamFormatError(f"{source}: corrupt or truncated gzip file ({exc})") from exc
     except OSError as exc:
-        work.unlink(missing_ok=True)
         raise OutputWriteError(f"cannot unpack {source} to {target}: {exc.strerror or exc}") from exc
-    os.replace(work, target)
     logger.info("unpacked %s -> %s", source, target)
     return target
 

@@ -1,8 +1,9 @@
 """Generate a synthetic dataset as an ImageFolder-style PNG tree (``0/``, ``1/``, ``index.csv``).
 
-The tree is filled in ``OUT.partial/`` (each PNG written to a temporary name and renamed, so a
-file either exists whole or not at all) and renamed to ``OUT`` when complete. A resumed run
-skips blocks whose PNGs all exist; ``plan.json`` guards against resuming other settings.
+The tree is filled in ``OUT.partial/`` (each PNG written atomically, so a file either exists
+whole or not at all) and moved to ``OUT`` when complete. ``OUT.partial`` is a resume protocol,
+not an atomic write (see :mod:`histoaug.atomic_files`): a resumed run finds it there and skips
+blocks whose PNGs all exist; ``plan.json`` guards against resuming other settings.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import shutil
 import time
 from collections import Counter
@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from histoaug.atomic_files import atomic_path, publish, write_text
 from histoaug.errors import InvalidArgumentError, OutputExistsError, OutputWriteError
 from histoaug.generation.pcam_output import PatchSource, RunSummary, assigner_for, generate_block
 from histoaug.generation.settings import GenerationSettings
@@ -35,9 +36,8 @@ def png_name(index: int, label: int) -> str:
 
 
 def _write_png_atomically(path: Path, image: np.ndarray) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_path(path) as staging:
+        Image.fromarray(image).save(staging, format="PNG")
 
 
 def _prepare_work_dir(work: Path, plan: str, resume: bool, overwrite: bool) -> None:
@@ -58,7 +58,7 @@ def _prepare_work_dir(work: Path, plan: str, resume: bool, overwrite: bool) -> N
         shutil.rmtree(work)
     for label in (0, 1):
         (work / str(label)).mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps({"plan": plan}) + "\n")
+    write_text(plan_file, json.dumps({"plan": plan}) + "\n")
 
 
 def write_png_tree(
@@ -109,13 +109,7 @@ def write_png_tree(
             writer.writerow([i, png_name(i, label), label, prompt_id, seed])
     (work / "provenance.json").write_text(json.dumps(provenance or {}, indent=2, sort_keys=True) + "\n")
     (work / PLAN_FILE).unlink()
-    if out.exists():
-        retired = out.with_name(out.name + ".old")
-        os.replace(out, retired)
-        os.replace(work, out)
-        shutil.rmtree(retired)
-    else:
-        os.replace(work, out)
+    publish(work, out, replace=True)
     return RunSummary(
         items=settings.n,
         generated=generated,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from histoaug.atomic_files import atomic_path
 
 LABEL_NAMES = {0: "0 healthy", 1: "1 tumour"}
 _MARGIN = 84  # left column for the row caption
@@ -29,9 +30,8 @@ def preview_grid(images: np.ndarray, labels: np.ndarray, *, per_label: int = 8) 
 
 
 def save_preview(images: np.ndarray, labels: np.ndarray, path: Path, *, per_label: int = 8) -> Path:
-    """Write the grid as PNG via a temporary file and an atomic rename."""
+    """Write the grid as PNG, atomically."""
     path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    preview_grid(images, labels, per_label=per_label).save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_path(path) as staging:
+        preview_grid(images, labels, per_label=per_label).save(staging, format="PNG")
     return path

@@ -49,7 +49,7 @@ class _ShardWorker:
     def __init__(self, model: str, runtime: dict[str, Any], threads: int) -> None:
         import torch
 
-        from histoaug import load_synthesizer
+        from histoaug.synthesis.synthesizer import load_synthesizer
 
         torch.set_num_threads(max(1, threads))
         self.synthesizer = load_synthesizer(model, **runtime)

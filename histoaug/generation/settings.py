@@ -16,7 +16,7 @@ class GenerationSettings:
 
     ``batch_size`` is part of it: the batch layout (index blocks ``[k*B, (k+1)*B)``) is fixed
     per run, because floating-point kernels may round differently at other batch sizes (see
-    the determinism contract in DESIGN.md). Resume and shards reuse the stored layout.
+    the determinism contract in docs/architecture.md). Resume and shards reuse the stored layout.
     """
 
     n: int

@@ -16,25 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from histoaug.errors import InvalidArgumentError
-from histoaug.seeding import index_hash, labels_for
+from histoaug.seeding import index_hash, labels_for, parse_label_spec
 
 _EPOCH_STREAM = 0x5EED
 
 
 def parse_synthetic_labels(spec: str | float) -> str | float:
-    """``"match"`` (the replaced real item's label), ``"balanced"``, or a fraction of label 1."""
-    if spec in ("match", "balanced"):
-        return spec
-    try:
-        fraction = float(spec)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(
-            f"synthetic_labels must be 'match', 'balanced' or a fraction in [0, 1], not {spec!r}"
-        ) from None
-    if not 0.0 <= fraction <= 1.0:
-        raise InvalidArgumentError(f"synthetic_labels fraction must lie in [0, 1], got {spec}")
-    return fraction
+    """``"match"`` (the replaced real item's label), ``"balanced"`` (0.5), or a fraction of label 1."""
+    return parse_label_spec(spec, name="synthetic_labels", keywords=("match",))
 
 
 @dataclass(frozen=True)

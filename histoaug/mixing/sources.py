@@ -79,7 +79,7 @@ class ModelSource:
     def synthesizer(self) -> Any:
         refuse_cuda_in_bad_fork(self.device if self._synthesizer is None else str(self._synthesizer.device))
         if self._synthesizer is None:
-            from histoaug import load_synthesizer
+            from histoaug.synthesis.synthesizer import load_synthesizer
 
 
             self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device,

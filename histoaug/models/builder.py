@@ -36,48 +36,23 @@ def build_scheduler() -> DPMSolverMultistepScheduler:
 
 
 def build_vae(preset: PipelinePreset) -> AutoencoderKL:
-    n = len(preset.vae_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=preset.vae_channels,
-        layers_per_block=preset.vae_layers_per_block,
-        latent_channels=preset.latent_channels,
-        norm_num_groups=preset.vae_norm_groups or preset.norm_num_groups,
-        sample_size=preset.image_size,
-    )
+    levels = len(preset.vae["block_out_channels"])
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
+                         up_block_types=("UpDecoderBlock2D",) * levels, latent_channels=preset.latent_channels,
+                         sample_size=preset.image_size, **preset.vae)
 
 
 def build_unet(preset: PipelinePreset) -> UNet2DConditionModel:
-    return UNet2DConditionModel(
-        sample_size=preset.latent_size,
-        in_channels=preset.latent_channels,
-        out_channels=preset.latent_channels,
-        down_block_types=preset.unet_down_blocks,
-        up_block_types=preset.unet_up_blocks,
-        block_out_channels=preset.unet_channels,
-        layers_per_block=preset.unet_layers_per_block,
-        norm_num_groups=preset.norm_num_groups,
-        cross_attention_dim=preset.text_hidden_size,
-        attention_head_dim=preset.unet_attention_heads,  # SD 1.x quirk: this is the head count
-    )
+    # SD 1.x quirk kept by the configs: ``attention_head_dim`` is the head count
+    return UNet2DConditionModel(sample_size=preset.latent_size, in_channels=preset.latent_channels,
+                                out_channels=preset.latent_channels,
+                                cross_attention_dim=preset.text_encoder["hidden_size"], **preset.unet)
 
 
 def build_text_encoder(preset: PipelinePreset, vocab_size: int) -> CLIPTextModel:
-    config = CLIPTextConfig(
-        vocab_size=vocab_size,
-        hidden_size=preset.text_hidden_size,
-        intermediate_size=preset.text_intermediate_size,
-        num_hidden_layers=preset.text_layers,
-        num_attention_heads=preset.text_heads,
-        max_position_embeddings=preset.max_text_length,
-        projection_dim=preset.text_hidden_size,
-        bos_token_id=vocab_size - 2,
-        eos_token_id=vocab_size - 1,
-        pad_token_id=vocab_size - 1,
-    )
+    config = CLIPTextConfig(vocab_size=vocab_size, max_position_embeddings=preset.max_text_length,
+                            projection_dim=preset.text_encoder["hidden_size"], bos_token_id=vocab_size - 2,
+                            eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1, **preset.text_encoder)
     return CLIPTextModel(config)
 
 

@@ -1,110 +1,61 @@
-"""Named model sizes as dataclass configs: what each component of a built pipeline looks like."""
+"""Named model sizes, kept as data: one diffusers-style JSON config per preset in ``preset_configs/``.
+
+Each file holds only the choices that make a preset (sizes, block types, depths), under the
+names of the diffusers / transformers config fields they set (``AutoencoderKL``,
+``UNet2DConditionModel``, ``CLIPTextConfig``); :mod:`histoaug.models.builder` derives the rest
+(latent size, cross-attention width, token ids). Add a preset by adding a file.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import resources
+from typing import Any
 
 from histoaug.errors import InvalidArgumentError
+
+LATENT_CHANNELS = 4
+MAX_TEXT_LENGTH = 77
 
 
 @dataclass(frozen=True)
 class PipelinePreset:
-    """Sizes of an SD 1.x-style pipeline (VAE, cross-attention UNet, CLIP text encoder).
+    """An SD 1.x-style pipeline's shape: VAE, cross-attention UNet, CLIP text encoder.
 
     ``image_size`` is the model's native resolution; the VAE downsamples by
-    ``2 ** (len(vae_channels) - 1)``; the UNet works on latents of ``latent_size``.
+    ``2 ** (len(vae["block_out_channels"]) - 1)``; the UNet works on latents of ``latent_size``.
     """
 
     name: str
     image_size: int
-    vae_channels: tuple[int, ...]
-    vae_layers_per_block: int
-    unet_channels: tuple[int, ...]
-    unet_down_blocks: tuple[str, ...]
-    unet_up_blocks: tuple[str, ...]
-    unet_layers_per_block: int
-    unet_attention_heads: int
-    norm_num_groups: int
-    text_hidden_size: int
-    text_layers: int
-    text_heads: int
-    text_intermediate_size: int
-    max_text_length: int = 77
-    latent_channels: int = 4
-    vae_norm_groups: int | None = None  # default: norm_num_groups
+    vae: dict[str, Any]
+    unet: dict[str, Any]
+    text_encoder: dict[str, Any]
+    description: str = ""
+    latent_channels: int = LATENT_CHANNELS
+    max_text_length: int = MAX_TEXT_LENGTH
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae_channels) - 1)
+        return 2 ** (len(self.vae["block_out_channels"]) - 1)
 
     @property
     def latent_size(self) -> int:
         return self.image_size // self.vae_scale_factor
 
 
-# Test-sized: a 32x32 model (latent 16x16) that samples a batch in well under a second on CPU.
-TINY = PipelinePreset(
-    name="tiny",
-    image_size=32,
-    vae_channels=(16, 32),
-    vae_layers_per_block=1,
-    unet_channels=(32, 64),
-    unet_down_blocks=("CrossAttnDownBlock2D", "DownBlock2D"),
-    unet_up_blocks=("UpBlock2D", "CrossAttnUpBlock2D"),
-    unet_layers_per_block=1,
-    unet_attention_heads=2,
-    norm_num_groups=16,
-    text_hidden_size=32,
-    text_layers=2,
-    text_heads=2,
-    text_intermediate_size=64,
-)
+def _load_presets() -> dict[str, PipelinePreset]:
+    presets = {}
+    for entry in sorted(resources.files("histoaug.models").joinpath("preset_configs").iterdir(),
+                        key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            name = entry.name.removesuffix(".json")
+            presets[name] = PipelinePreset(name=name, **json.loads(entry.read_text()))
+    return presets
 
-# CPU-sized: native 96x96 (PCam's size), latent 4x24x24, a UNet of a few M parameters with
-# cross-attention at 24x24 and 12x12 and in the mid block. Used for the CPU benchmarks as a
-# stand-in of the embedded default model's size.
-SMALL = PipelinePreset(
-    name="small",
-    image_size=96,
-    vae_channels=(32, 64, 64),
-    vae_layers_per_block=1,
-    unet_channels=(64, 128, 128),
-    unet_down_blocks=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    unet_up_blocks=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    unet_layers_per_block=1,
-    unet_attention_heads=4,
-    norm_num_groups=32,
-    text_hidden_size=128,
-    text_layers=2,
-    text_heads=4,
-    text_intermediate_size=256,
-)
 
-# The embedded default model's architecture (see histoaug/default_model/MODEL_CARD.md for the
-# measured cost/quality comparison that chose it): VAE downsampling 8x to a 4x12x12 latent with a
-# thin full-resolution decoder; a two-level UNet (32, 64 channels) with cross-attention at 6x6 and
-# in the mid block only -- self-attention over the 144 tokens at 12x12 cost 60% of the UNet's CPU
-# time. ~1.2 M UNet and ~1 M VAE parameters.
-HISTO96 = PipelinePreset(
-    name="histo96",
-    image_size=96,
-    vae_channels=(16, 32, 64, 64),
-    vae_layers_per_block=1,
-    vae_norm_groups=8,
-    latent_channels=4,
-    unet_channels=(32, 64),
-    unet_down_blocks=("DownBlock2D", "CrossAttnDownBlock2D"),
-    unet_up_blocks=("CrossAttnUpBlock2D", "UpBlock2D"),
-    unet_layers_per_block=1,
-    unet_attention_heads=2,
-    norm_num_groups=16,
-    text_hidden_size=64,
-    text_layers=2,
-    text_heads=2,
-    text_intermediate_size=128,
-)
-
-PRESETS: dict[str, PipelinePreset] = {p.name: p for p in (TINY, SMALL, HISTO96)}
+PRESETS: dict[str, PipelinePreset] = _load_presets()
 
 
 def get_preset(name: str) -> PipelinePreset:

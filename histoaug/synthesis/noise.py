@@ -1,4 +1,4 @@
-"""Initial latents: each sample's noise comes from its own seed (DESIGN.md determinism contract).
+"""Initial latents: each sample's noise comes from its own seed (determinism contract, docs/architecture.md).
 
 A shared generator stream would make a sample depend on its position in the batch; one
 ``torch.Generator`` per sample, on the CPU, makes it a function of the seed alone, on any device.

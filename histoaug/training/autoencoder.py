@@ -36,7 +36,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,87 +45,23 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from histoaug.atomic_files import atomic_path, write_text
 from histoaug.data.pcam_files import PATCH_SHAPE
-from histoaug.errors import ArtifactError, HistoaugError, InvalidArgumentError, OutputWriteError
+from histoaug.errors import ArtifactError, HistoaugError, OutputWriteError
+from histoaug.image_metrics import psnr_from_mse
 from histoaug.prompts import PROMPTS_FILE
 from histoaug.training.base_model import load_base_pipeline
 from histoaug.training.batches import NOISE_STREAM, BatchPlan, StepBatches, sample_generator
 from histoaug.training.checkpoints import TrainingState, load_checkpoint, save_checkpoint
 from histoaug.training.data_source import open_split, resolve_data_root
 from histoaug.training.hashing import dataset_hash
-from histoaug.training.run_dir import (
-    LOG_FILE,
-    atomic_text,
-    effective_warmup_steps,
-    prepare_out,
-    save_pipeline_into,
-    validate_run_controls,
-    write_run_record,
-)
+from histoaug.training.run_config import AutoencoderTrainConfig
+from histoaug.training.run_dir import LOG_FILE, prepare_out, save_pipeline_into, write_run_record
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "autoencoder_report.json"
 PREVIEW_FILE = "reconstructions.png"
-RUN_CONTROL_FIELDS = frozenset({"out", "resume", "overwrite", "stop_at", "progress", "num_workers",
-                                "checkpoint_every", "checkpoints_total_limit", "data"})
-
-
-@dataclass
-class AutoencoderTrainConfig:
-    """Everything that defines a VAE training run (``histoaug train-vae`` flags map 1:1)."""
-
-    data: str
-    out: str
-    base: str = "histo96"
-    split: str = "train"
-    steps: int = 3000
-    batch_size: int = 32
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    warmup_steps: int | None = None  # None: 5% of the steps, at most 500
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    kl_weight: float = 1e-6
-    gradient_weight: float = 1.0
-    adversarial_weight: float = 0.0  # > 0: PatchGAN hinge loss on the reconstructions
-    decoder_only: bool = False  # freeze the encoder (and quant conv): latents stay those of --base
-    augment: bool = True
-    device: str = "auto"  # "cpu", "cuda", or auto (CUDA when available)
-    seed: int = 0
-    checkpoint_every: int = 500
-    checkpoints_total_limit: int = 2
-    num_workers: int = 0
-    stop_at: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-
-    @property
-    def effective_warmup_steps(self) -> int:
-        return effective_warmup_steps(self)
-
-    def validate(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise InvalidArgumentError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InvalidArgumentError(f"lr must be a positive number, got {self.lr}")
-        if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
-            raise InvalidArgumentError(f"warmup-steps must be >= 0 and below --steps ({self.steps}), "
-                                       f"got {self.warmup_steps}")
-        for name in ("kl_weight", "gradient_weight", "adversarial_weight"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise InvalidArgumentError(f"{name.replace('_', '-')} must be a number >= 0, got {value}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise InvalidArgumentError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise InvalidArgumentError("device cuda requested but no CUDA device is available")
-        validate_run_controls(self)
-
-    def defining(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_CONTROL_FIELDS}
 
 
 @dataclass
@@ -285,7 +221,7 @@ def train_autoencoder(config: AutoencoderTrainConfig, *, command: list[str] | No
         except HistoaugError:  # a split that is missing or unreadable is left out of the report
             continue
         report["splits"][split] = reconstruction_quality(vae, split_data, device)
-    atomic_text(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    write_text(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     save_reconstruction_preview(vae, dataset, device, out / PREVIEW_FILE)
     pipe.vae = vae
     base_prompts = Path(config.base).expanduser() / PROMPTS_FILE
@@ -323,7 +259,7 @@ def reconstruction_quality(vae, dataset, device: torch.device, batch_size: int =
         absolute += float(np.abs(diff).sum())
         count += diff.size
     mse = squared / count
-    return {"items": len(dataset), "psnr_db": round(10 * math.log10(255.0**2 / max(mse, 1e-12)), 2),
+    return {"items": len(dataset), "psnr_db": round(psnr_from_mse(max(mse, 1e-12)), 2),
             "mae_uint8": round(absolute / count, 3)}
 
 
@@ -343,6 +279,5 @@ def save_reconstruction_preview(vae, dataset, device: torch.device, path: Path, 
     originals = dataset.read_images(np.arange(n))
     recon = reconstruct(vae, originals, device)
     grid = np.concatenate([np.concatenate(list(originals), axis=1), np.concatenate(list(recon), axis=1)], axis=0)
-    partial = path.with_name(path.name + ".partial")
-    Image.fromarray(grid).save(partial, format="PNG")
-    partial.replace(path)
+    with atomic_path(path) as staging:
+        Image.fromarray(grid).save(staging, format="PNG")

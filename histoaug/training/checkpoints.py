@@ -10,14 +10,14 @@ A checkpoint is a directory ``checkpoints/step-NNNNNNN/``:
                            EMA counters, grad-scaler state
 ``preview.png``            samples of the model at this step (written by the trainer)
 
-It is written under ``.partial`` and renamed, so a directory named ``step-*`` is complete.
+It is written atomically (:func:`histoaug.atomic_files.atomic_directory`, fsynced), so a
+directory named ``step-*`` is complete.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from histoaug.atomic_files import atomic_directory
 from histoaug.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -76,21 +77,25 @@ class TrainingState:
 
 def save_checkpoint(out: Path, state: TrainingState, *, keep: int | None = None) -> Path:
     """Write checkpoint ``state.step`` atomically; keep only the newest ``keep`` checkpoints."""
-    folder = Path(out) / CHECKPOINT_DIR
-    final = folder / checkpoint_name(state.step)
-    partial = folder / (final.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    final = Path(out) / CHECKPOINT_DIR / checkpoint_name(state.step)
+    with atomic_directory(final, replace=True, durable=True) as staging:
+        _write_checkpoint(staging, state)
+    logger.info("checkpoint %s", final)
+    if keep is not None and keep > 0:
+        for _, old in list_checkpoints(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
 
-    save_file(_clone(state.model.state_dict()), partial / "model.safetensors")
+
+def _write_checkpoint(folder: Path, state: TrainingState) -> None:
+    save_file(_clone(state.model.state_dict()), folder / "model.safetensors")
 
     names = [name for name, _ in state.model.named_parameters()]
     meta: dict[str, Any] = {"step": state.step, "format": "histoaug.checkpoint/1"}
     if state.ema is not None:
         ema_state = state.ema.state_dict()
         shadow = ema_state.pop("shadow_params")
-        save_file(_clone(dict(zip(names, shadow, strict=True))), partial / "ema.safetensors")
+        save_file(_clone(dict(zip(names, shadow, strict=True))), folder / "ema.safetensors")
         meta["ema"] = _json_ready(ema_state)
 
     opt = state.optimizer.state_dict()
@@ -102,7 +107,7 @@ def save_checkpoint(out: Path, state: TrainingState, *, keep: int | None = None)
                 tensors[f"state/{index}/{key}"] = value
             else:
                 scalars.setdefault(str(index), {})[key] = value
-    save_file(_clone(tensors), partial / "optimizer.safetensors")
+    save_file(_clone(tensors), folder / "optimizer.safetensors")
     meta["optimizer"] = {"param_groups": _json_ready(opt["param_groups"]), "scalars": _json_ready(scalars)}
     meta["lr_scheduler"] = _json_ready(state.lr_scheduler.state_dict())
     if state.scaler is not None:
@@ -112,16 +117,8 @@ def save_checkpoint(out: Path, state: TrainingState, *, keep: int | None = None)
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             rng[f"torch_cuda_{i}"] = s
-    save_file(_clone(rng), partial / "rng.safetensors")
-    (partial / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
-    logger.info("checkpoint %s", final)
-    if keep is not None and keep > 0:
-        for _, old in list_checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+    save_file(_clone(rng), folder / "rng.safetensors")
+    (folder / "state.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def load_checkpoint(path: Path, state: TrainingState) -> int:

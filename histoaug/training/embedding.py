@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from histoaug.atomic_files import atomic_path
 from histoaug.data.pcam import PCam
 from histoaug.errors import ArtifactError, InvalidArgumentError
 from histoaug.training.hashing import dataset_hash, module_hash
@@ -271,10 +272,8 @@ def embed_dataset(
     if not torch.isfinite(embeddings).all():
         raise ArtifactError("the embedder produced NaN or infinite embeddings; check the model weights")
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_path.with_name(cache_path.name + ".partial")
-        save_file({"embeddings": embeddings}, partial, metadata={"data_hash": data_hash, "model_hash": model_hash})
-        os.replace(partial, cache_path)
+        with atomic_path(cache_path) as staging:
+            save_file({"embeddings": embeddings}, staging, metadata={"data_hash": data_hash, "model_hash": model_hash})
         logger.info("cached embeddings in %s", cache_path)
     return EmbeddingResult(embeddings, data_hash, model_hash, cache_path, False)
 

@@ -53,9 +53,9 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -70,14 +70,8 @@ from histoaug.training.checkpoints import TrainingState, load_checkpoint, save_c
 from histoaug.training.data_source import open_split
 from histoaug.training.prompt_building import load_prompts_dir
 from histoaug.training.requirements import require
-from histoaug.training.run_dir import (
-    LOG_FILE,
-    effective_warmup_steps,
-    prepare_out,
-    save_pipeline_into,
-    validate_run_controls,
-    write_run_record,
-)
+from histoaug.training.run_config import TrainConfig
+from histoaug.training.run_dir import LOG_FILE, prepare_out, save_pipeline_into, write_run_record
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -85,84 +79,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PREVIEW_FILE = "preview.png"
-MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 PREVIEW_STREAM = 4
-# Fields that only control how a run is executed, not what it computes: they may differ on --resume.
-RUN_CONTROL_FIELDS = frozenset(
-    {"out", "resume", "overwrite", "stop_at", "progress", "num_workers", "checkpoint_every",
-     "checkpoints_total_limit", "preview_per_label", "preview_steps", "preview_guidance", "data", "prompts"}
-)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a fine-tuning run (``histoaug train`` flags map 1:1)."""
-
-    data: str
-    prompts: str
-    out: str
-    base: str = "small"
-    split: str = "train"
-    steps: int = 10_000
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 1e-4
-    lr_schedule: str = "cosine"
-    warmup_steps: int | None = None  # None: 5% of the steps, at most 500
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    weight_decay: float = 1e-2
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0
-    ema: bool = True
-    ema_decay: float = 0.9999
-    cond_dropout: float = 0.1
-    augment: bool = True
-    resolution: int | None = None  # default: the model's native resolution
-    mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, else fp16 on GPU; "no" on CPU (bf16 allowed)
-    gradient_checkpointing: bool = False
-    device: str = "auto"  # "cpu" forces CPU; otherwise accelerate picks the process's device
-    seed: int = 0
-    checkpoint_every: int = 1000
-    checkpoints_total_limit: int = 3
-    preview_per_label: int = 4
-    preview_steps: int = 20
-    preview_guidance: float = 3.0
-    num_workers: int = 0
-    stop_at: int | None = None  # stop (with a checkpoint) after this step; continue with resume
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-
-    @property
-    def effective_warmup_steps(self) -> int:
-        return effective_warmup_steps(self)
-
-    def validate(self) -> None:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                    "checkpoint_every": self.checkpoint_every, "preview_steps": self.preview_steps}
-        for name, value in positive.items():
-            if value < 1:
-                raise InvalidArgumentError(f"{name.replace('_', '-')} must be >= 1, got {value}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InvalidArgumentError(f"lr must be a positive number, got {self.lr}")
-        if self.warmup_steps is not None and not 0 <= self.warmup_steps < self.steps:
-            raise InvalidArgumentError(
-                f"warmup-steps must be >= 0 and below --steps ({self.steps}), got {self.warmup_steps}"
-            )
-        if not 0.0 <= self.cond_dropout < 1.0:
-            raise InvalidArgumentError(f"cond-dropout must be in [0, 1), got {self.cond_dropout}")
-        if not 0.0 < self.ema_decay < 1.0:
-            raise InvalidArgumentError(f"ema-decay must be in (0, 1), got {self.ema_decay}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise InvalidArgumentError(f"mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
-        if self.resolution is not None and self.resolution < 8:
-            raise InvalidArgumentError(f"resolution must be >= 8, got {self.resolution}")
-        validate_run_controls(self)
-
-    def defining(self) -> dict[str, Any]:
-        """The fields that determine the result (must match when resuming)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RUN_CONTROL_FIELDS}
 
 
 @dataclass

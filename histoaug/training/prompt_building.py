@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +42,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from histoaug.atomic_files import atomic_directory
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError, OutputWriteError
 from histoaug.prompts import PROMPTS_FILE, Prompt, PromptBank
 from histoaug.training.clustering import DEFAULT_CLUSTERS, ClusterConfig, assign_clusters, fit_clusters, silhouette
@@ -228,33 +227,31 @@ def _load_fitted(directory: Path) -> tuple[PromptBank, np.ndarray, dict[str, str
 
 def _write_dir(out: Path, bank: PromptBank, assignment: PromptAssignment, centers, sizes, report: dict,
                config: PromptBuildConfig) -> None:
-    partial = out.with_name(out.name + ".partial")
     try:
-        if partial.exists():
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True)
-        bank.save(partial / PROMPTS_FILE)
-        with h5py.File(partial / PROMPT_IDS_FILE, "w") as handle:
-            handle.create_dataset("prompt_id", data=assignment.prompt_ids.astype(np.int32))
-            handle.create_dataset("label", data=assignment.labels.astype(np.uint8))
-            handle.create_dataset("morphology", data=assignment.morphology.astype(np.int16))
-            for key, value in assignment.attrs.items():
-                handle.attrs[key] = value
-        if centers is not None:
-            save_file(
-                {"centers": torch.from_numpy(np.ascontiguousarray(centers)), "sizes": torch.from_numpy(sizes)},
-                partial / CLUSTERS_FILE,
-                metadata={"embedder_hash": str(assignment.attrs.get("embedder_hash")),
-                          "embedder": str(assignment.attrs.get("embedder")),
-                          "normalize": str(assignment.attrs.get("normalize"))},
-            )
-        report = {**report, "config": asdict(config)}
-        (partial / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(partial, out)
+        with atomic_directory(out, replace=True) as work:
+            _fill_dir(work, bank, assignment, centers, sizes, {**report, "config": asdict(config)})
     except OSError as exc:
         raise OutputWriteError(f"cannot write prompts dir {out}: {exc}") from exc
+
+
+def _fill_dir(work: Path, bank: PromptBank, assignment: PromptAssignment, centers, sizes, report: dict) -> None:
+    """The prompts dir's files, written into the staging dir of :func:`_write_dir`."""
+    bank.save(work / PROMPTS_FILE)
+    with h5py.File(work / PROMPT_IDS_FILE, "w") as handle:
+        handle.create_dataset("prompt_id", data=assignment.prompt_ids.astype(np.int32))
+        handle.create_dataset("label", data=assignment.labels.astype(np.uint8))
+        handle.create_dataset("morphology", data=assignment.morphology.astype(np.int16))
+        for key, value in assignment.attrs.items():
+            handle.attrs[key] = value
+    if centers is not None:
+        save_file(
+            {"centers": torch.from_numpy(np.ascontiguousarray(centers)), "sizes": torch.from_numpy(sizes)},
+            work / CLUSTERS_FILE,
+            metadata={"embedder_hash": str(assignment.attrs.get("embedder_hash")),
+                      "embedder": str(assignment.attrs.get("embedder")),
+                      "normalize": str(assignment.attrs.get("normalize"))},
+        )
+    (work / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
 def load_prompts_dir(directory: str | Path) -> tuple[PromptBank, PromptAssignment]:

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
+from histoaug.atomic_files import publish, temporary_sibling, write_text
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError, OutputWriteError
 from histoaug.training.checkpoints import list_checkpoints
+from histoaug.training.run_config import TrainingRunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -26,37 +27,7 @@ CONFIG_FILE = "training_config.json"
 LOG_FILE = "train_log.jsonl"
 
 
-class RunConfig(Protocol):
-    out: str
-    resume: bool
-    overwrite: bool
-
-    def defining(self) -> dict[str, Any]: ...
-
-
-def effective_warmup_steps(config: Any) -> int:
-    """Warm-up length: as given, else 5% of the run capped at 500, so a short run still
-    reaches the cosine decay instead of warming up until its last step."""
-    return config.warmup_steps if config.warmup_steps is not None else min(500, config.steps // 20)
-
-
-def validate_run_controls(config: Any) -> None:
-    """Checks shared by the training commands: --stop-at, --resume/--overwrite, workers, LR schedule."""
-    if config.stop_at is not None and not 1 <= config.stop_at <= config.steps:
-        raise InvalidArgumentError(f"stop-at must be in 1..{config.steps}, got {config.stop_at}")
-    if config.resume and config.overwrite:
-        raise InvalidArgumentError("--resume and --overwrite exclude each other")
-    if config.num_workers < 0:
-        raise InvalidArgumentError(f"num-workers must be >= 0, got {config.num_workers}")
-    from diffusers.optimization import SchedulerType
-
-    if config.lr_schedule not in {s.value for s in SchedulerType}:
-        raise InvalidArgumentError(
-            f"unknown lr-schedule {config.lr_schedule!r}; one of {', '.join(s.value for s in SchedulerType)}"
-        )
-
-
-def prepare_out(config: RunConfig, is_main: bool, inputs: dict[str, str]) -> Path | None:
+def prepare_out(config: TrainingRunConfig, is_main: bool, inputs: dict[str, str]) -> Path | None:
     """Check/clear the output dir; returns the checkpoint to resume from, if any."""
     out = Path(config.out).expanduser()
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
@@ -110,42 +81,32 @@ def write_run_record(out: Path, config: Any, command: list[str] | None, start_st
                          "transformers": transformers.__version__},
         }
         if start_step == 0 or not (out / CONFIG_FILE).exists():
-            atomic_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+            write_text(out / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
         else:  # keep the original record; note the resume
             previous = json.loads((out / CONFIG_FILE).read_text())
             previous.setdefault("resumes", []).append({"step": start_step, "argv": record["argv"]})
-            atomic_text(out / CONFIG_FILE, json.dumps(previous, indent=2, default=str) + "\n")
+            write_text(out / CONFIG_FILE, json.dumps(previous, indent=2, default=str) + "\n")
         log_path = out / LOG_FILE
         kept = []
         if log_path.exists():
             kept = [line for line in log_path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= start_step]
-        atomic_text(log_path, "".join(line + "\n" for line in kept))
+        write_text(log_path, "".join(line + "\n" for line in kept))
     except OSError as exc:
         raise OutputWriteError(f"cannot write to {out}: {exc}") from exc
 
 
-def atomic_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def save_pipeline_into(pipe: Any, out: Path) -> None:
     """save_pretrained to a side dir, move the parts in, model_index.json last (completeness marker)."""
-    partial = out / ".pipeline.partial"
     try:
-        if partial.exists():
-            shutil.rmtree(partial)
-        pipe.to("cpu")
-        pipe.save_pretrained(partial, safe_serialization=True)
-        entries = sorted(partial.iterdir(), key=lambda p: p.name == "model_index.json")
-        for entry in entries:
-            target = out / entry.name
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            os.replace(entry, target)
-        partial.rmdir()
+        staging = temporary_sibling(out / "pipeline", directory=True)
+        try:
+            pipe.to("cpu")
+            pipe.save_pretrained(staging, safe_serialization=True)
+            for entry in sorted(staging.iterdir(), key=lambda p: p.name == "model_index.json"):
+                publish(entry, out / entry.name, replace=True, durable=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     except OSError as exc:
         raise OutputWriteError(f"cannot write the trained pipeline to {out}: {exc}") from exc
     logger.info("wrote trained pipeline to %s", out)

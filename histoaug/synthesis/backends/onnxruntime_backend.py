@@ -34,11 +34,10 @@ import numpy as np
 import torch
 
 from histoaug.errors import ArtifactError, InvalidArgumentError
+from histoaug.synthesis.artifact_format import UNET_FILE, VAE_DECODER_FILE
 
 logger = logging.getLogger(__name__)
 
-UNET_FILE = "unet.onnx"
-VAE_DECODER_FILE = "vae_decoder.onnx"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 # Compute ops that must never run on the CPU in a CUDA session; any other node placed there with an
@@ -47,7 +46,6 @@ COMPUTE_OPS = frozenset({"Attention", "Conv", "ConvTranspose", "MatMul", "Gemm",
                          "InstanceNormalization", "LayerNormalization", "Resize", "Einsum", "Sigmoid", "Gelu",
                          "MultiHeadAttention", "BatchNormalization"})
 SMALL_OUTPUT_BYTES = 64 * 1024
-
 
 def session_options(threads: int | None = None):
     """CPU-tuned session options (also fine for CUDA)."""

@@ -17,7 +17,7 @@ from histoaug.synthesis.sampling import Backend
 
 
 def _export_dtype(model: ModelFiles) -> str | None:
-    return str(model.manifest.get("onnx", {}).get("dtype", "fp32")) if model.kind == "artifact" else None
+    return model.export_dtype
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,7 @@ import torch
 
 from histoaug.atomic_files import write_bytes
 from histoaug.errors import ArtifactError, InvalidArgumentError
-from histoaug.synthesis.backends.onnxruntime_backend import UNET_FILE, VAE_DECODER_FILE
-from histoaug.synthesis.manifest import sha256_file
+from histoaug.synthesis.artifact_format import UNET_FILE, VAE_DECODER_FILE, sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import torch
 
+from histoaug.dtypes import DTYPES
 from histoaug.errors import ArtifactError, InvalidArgumentError
 from histoaug.synthesis.backends.runtime_info import device_description, library_versions
 
 logger = logging.getLogger(__name__)
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class _UNetCall(torch.nn.Module):

@@ -1,6 +1,7 @@
 """Throughput measurements: histoaug backends vs diffusers' StableDiffusionPipeline, FLOPs, ceilings.
 
-Used by ``histoaug bench`` and ``benchmarks/test_bench_synthesis.py``. The baseline runs in the
+Used by ``histoaug bench`` and ``benchmarks/test_bench_synthesis.py``. A layer above synthesis,
+export and models (it builds, exports and runs models), so none of them imports it. The baseline runs in the
 same process on the same weights, scheduler, steps, guidance, batch and per-sample seeds, so
 its outputs are comparable patch for patch (PSNR against the baseline is reported too).
 """
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from histoaug.errors import InvalidArgumentError
+from histoaug.image_metrics import psnr
 from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 from histoaug.synthesis.model_source import open_model
 from histoaug.synthesis.schedulers import make_scheduler
@@ -39,12 +41,6 @@ class BenchResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 image arrays (inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def matmul_ceiling(dtype: torch.dtype, size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
@@ -183,8 +179,9 @@ class BackendSpec:
         Checked here, before any model is built or exported: known backend and dtype, compile
         only for torch and only where Inductor can build for ``device``.
         """
+        from histoaug.dtypes import DTYPES
         from histoaug.synthesis.backends.registry import BACKEND_NAMES
-        from histoaug.synthesis.backends.torch_backend import DTYPES, compile_unavailable_reason
+        from histoaug.synthesis.backends.torch_backend import compile_unavailable_reason
 
         if text.strip() == AUTO:
             return cls(AUTO, "", False)
@@ -253,24 +250,24 @@ def prepare_models(config: BenchConfig) -> tuple[Path, Path | None]:
 
     workdir = Path(config.workdir or Path.cwd() / ".histoaug-bench")
     workdir.mkdir(parents=True, exist_ok=True)
-    from histoaug.synthesis.manifest import MANIFEST_FILE
+    from histoaug.synthesis.artifact_format import is_artifact, is_pipeline_dir
     from histoaug.synthesis.model_source import resolve_source
 
     model = None if config.model is None else resolve_source(config.model)
-    if model is not None and (model / MANIFEST_FILE).is_file():  # already an artifact: benchmark it as is
-        if not (model / "model_index.json").is_file():
+    if model is not None and is_artifact(model):  # already an artifact: benchmark it as is
+        if not is_pipeline_dir(model):
             raise InvalidArgumentError(f"{model} is an artifact without its text encoder, so diffusers cannot load "
                                        "it for the baseline; pass the pipeline dir it was exported from")
         return model, model
     if model is None:
         model = workdir / f"{config.preset}-model"
-        if not (model / "model_index.json").exists():
+        if not is_pipeline_dir(model):
             save_pipeline(build_pipeline(config.preset, seed=0), model, overwrite=True)
             PromptBank.baseline().save(model, overwrite=True)
     artifact = None
     if any(spec.name != "torch" for spec in config.backends):
         artifact = workdir / f"{model.name}-onnx-fp32"
-        if not (artifact / "manifest.json").exists():
+        if not is_artifact(artifact):
             export_model(model, artifact, ExportSettings(format="onnx", dtype="fp32", batch=2, overwrite=True))
     return model, artifact
 
