@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from histoaug import errors
+import histoaug.errors as errors
 from histoaug.atomic_files import write_bytes, write_text
 
 CONTROL_FILE = "control"
