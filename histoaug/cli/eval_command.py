@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--epochs", type=int, default=15, help="probe epochs (default: %(default)s)")
     group.add_argument("--min-steps", type=int, default=300,
                        help="at least this many probe steps, for small sets (default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=32, help="probe batch size (default: %(default)s)")
     group.add_argument("--fidelity-blur-sigma", type=float, default=1.5,
                        help="focus-blur augmentation (max sigma, px) of the headline fidelity probe; a plain probe "
                        "is reported too (default: %(default)s)")
@@ -104,12 +105,14 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--epochs must be >= 1, got {args.epochs}")
     if args.min_steps < 0:
         raise InvalidArgumentError(f"--min-steps must be >= 0, got {args.min_steps}")
+    if args.batch_size < 2:
+        raise InvalidArgumentError(f"--batch-size must be >= 2, got {args.batch_size}")
     if args.seeds < 1:
         raise InvalidArgumentError(f"--seeds must be >= 1, got {args.seeds}")
     if args.json is not None and args.json.exists() and not args.overwrite:
         raise InvalidArgumentError(f"{args.json} exists; pass --overwrite to replace it")
     sets = synthetic_sets(args)
-    probe = ClassifierConfig(epochs=args.epochs, seed=args.seed, min_steps=args.min_steps)
+    probe = ClassifierConfig(epochs=args.epochs, seed=args.seed, min_steps=args.min_steps, batch_size=args.batch_size)
     config = ReportConfig(
         real_root=resolve_data_root(args.real), train_split=args.train_split, test_split=args.test_split,
         features=tuple(part.strip() for part in args.features.split(",") if part.strip()),

@@ -64,8 +64,9 @@ class Interval:
     high: float
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean and Student-t confidence interval of ``values`` (NaN bounds for one value)."""
+def t_interval(values: Sequence[float], confidence: float = 0.95,
+               limits: tuple[float, float] = (-np.inf, np.inf)) -> Interval:
+    """Mean and Student-t confidence interval of ``values``, clipped to ``limits`` (NaN bounds for one value)."""
     from scipy import stats
 
     data = np.asarray(values, dtype=np.float64)
@@ -73,7 +74,7 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     if data.size < 2:
         return Interval(mean, float("nan"), float("nan"))
     half = float(stats.t.ppf((1 + confidence) / 2, data.size - 1) * data.std(ddof=1) / np.sqrt(data.size))
-    return Interval(mean, mean - half, mean + half)
+    return Interval(mean, max(limits[0], mean - half), min(limits[1], mean + half))
 
 
 @dataclass
@@ -198,6 +199,6 @@ def run_downstream(real_root: str | Path, synthetic_sets: dict[str, Path], confi
                 aucs.append(roc_auc(test_y, scores[-1]))
                 bar.update()
             results.append(ArmResult(arm.name, name, items, list(config.seeds), aucs,
-                                     t_interval(aucs, config.confidence), scores))
+                                     t_interval(aucs, config.confidence, (0.0, 1.0)), scores))
             logger.info("%s%s: AUC %s", arm.name, f" ({name})" if name else "", aucs)
     return results

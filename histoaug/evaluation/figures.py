@@ -18,7 +18,7 @@ from histoaug.evaluation.projection import Projection
 
 REAL_COLOUR = "#1f77b4"  # blue, as the paper's real set
 SET_COLOURS = ("#d62728", "#222222", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-_CAPTION_WIDTH = 200
+_CAPTION_WIDTH = 150
 
 
 def _pyplot():

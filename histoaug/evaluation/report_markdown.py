@@ -42,7 +42,9 @@ def _downstream_section(metrics: dict[str, Any], names: list[str]) -> list[str]:
     confidence = round(100 * settings["confidence"])
     lines = ["## Downstream utility (probe ROC AUC on the real test split)", "",
              f"The same probe CNN trained on each arm, seeds {settings['seeds']}; mean AUC and {confidence}% "
-             "Student-t interval over seeds. Arms without synthetic data are the same in every column.", ""]
+             "Student-t interval over seeds (clipped to [0, 1]; it measures the spread of probe training, and of the "
+             "real subset in small-real arms, not of the test set). Arms without synthetic data are the same in every "
+             "column.", ""]
     arms = list(dict.fromkeys(row["arm"] for row in metrics["downstream"]))
     rows = []
     for arm in arms:
