@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     sets = synthetic_sets(args)
     probe = ClassifierConfig(epochs=args.epochs, seed=args.seed, min_steps=args.min_steps, batch_size=args.batch_size)
     config = ReportConfig(
-        real_root=resolve_data_root(args.real), train_split=args.train_split, test_split=args.test_split,
+        real_root=resolve_data_root(args.real), real_name=str(args.real), train_split=args.train_split,
+        test_split=args.test_split,
         features=tuple(part.strip() for part in args.features.split(",") if part.strip()),
         inception_weights=args.inception_weights, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         prdc_k=args.prdc_k, projection=args.projection, folds=args.folds,

@@ -56,6 +56,7 @@ MAX_PROMPT_ROWS = 24
 @dataclass(frozen=True)
 class ReportConfig:
     real_root: Path
+    real_name: str = ""  # how the report names the real data (e.g. "sample"); default: the path
     train_split: str = "train"
     test_split: str = "test"
     features: tuple[str, ...] = ("inception",)
@@ -262,7 +263,8 @@ def compute_report(config: ReportConfig, sets: list[SyntheticSet], figures: Path
     return {
         "histoaug_version": __version__,
         "command_line": config.command_line,
-        "real": {"root": str(config.real_root), "train_split": config.train_split, "test_split": config.test_split,
+        "real": {"root": config.real_name or str(config.real_root), "train_split": config.train_split,
+                 "test_split": config.test_split,
                  "train_items": len(train), "test_items": len(test), "train_labels": _label_counts(train_y),
                  "test_labels": _label_counts(test_y)},
         "synthetic_sets": [{"name": entry.name, "path": str(entry.path), "items": len(entry.images),

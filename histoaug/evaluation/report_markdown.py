@@ -100,8 +100,9 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     real = metrics["real"]
     names = [entry["name"] for entry in metrics["synthetic_sets"]]
     probe = metrics["settings"]["probe"]
+    bundled = " (the bundled sample, histoaug.sample_root())" if real["root"] == "sample" else ""
     lines = ["# histoaug evaluation report", "",
-             f"histoaug {metrics['histoaug_version']}. Real data: `{real['root']}` ({real['train_split']}: "
+             f"histoaug {metrics['histoaug_version']}. Real data: `{real['root']}`{bundled} ({real['train_split']}: "
              f"{real['train_items']} patches, {real['test_split']}: {real['test_items']}). Synthetic sets (one column "
              "each):", ""]
     for entry in metrics["synthetic_sets"]:
