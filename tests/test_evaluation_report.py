@@ -278,3 +278,20 @@ def test_eval_cli_writes_the_report_directory(small_real, synthetic_files, tmp_p
     assert main(argv) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert (out / "report.md").read_text() == report
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--synthetic", "same={good}", "--synthetic", "same={noise}"], "must differ"),
+    (["--synthetic", "{good}", "--features", "stain-texture", "--inception-weights", "{good}"], "does not include"),
+    (["--synthetic", "{good}", "--ratios", "1.5"], "strictly between 0 and 1"),
+    (["--synthetic", "missing.h5"], "no such file"),
+])
+def test_eval_argument_errors_are_one_line_before_any_work(small_real, synthetic_files, tmp_path, capsys, extra,
+                                                           message):
+    good, noise = synthetic_files
+    argv = ["eval", *(part.format(good=good, noise=noise) for part in extra), "--real", str(small_real),
+            "--out", str(tmp_path / "report"), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "report").exists()

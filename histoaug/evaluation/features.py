@@ -149,9 +149,12 @@ def load_feature_space(spec: str, *, inception_weights: str | Path | None = None
                             "histoaug's handcrafted stain/texture statistics (34-d: optical density, texture "
                             "energy); no pretrained network, so not comparable with any published FID",
                             StainTextureEmbedder())
-    from histoaug.training.embedding import TransformersEmbedder
+    from histoaug.training.embedding import EmbedderLoadError, TransformersEmbedder
 
-    embedder = TransformersEmbedder(spec, device=device)
+    try:
+        embedder = TransformersEmbedder(spec, device=device)
+    except EmbedderLoadError as exc:  # its advice names prompts build's option; here it is --features
+        raise EmbedderLoadError(str(exc).replace("--embedder", "--features")) from exc
     kind = type(embedder.model).__name__
     return FeatureSpace(spec, f"FD ({spec})", f"{kind} CLS-token features of {spec} (Frechet distance in this "
                         "model's feature space; not a FID)", embedder)

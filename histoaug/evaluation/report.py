@@ -137,14 +137,17 @@ def _check_inputs(config: ReportConfig, sets: list[SyntheticSet], out: Path | No
     if not sets:
         raise InvalidArgumentError("name at least one synthetic set (--synthetic PATH)")
     names = [entry.name for entry in sets]
-    if len(set(names)) != len(names) or REAL in names:
-        raise InvalidArgumentError(f"synthetic set names must be distinct and not {REAL!r}: {names}")
+    if len({_slug(name) for name in names}) != len(names) or REAL in names:
+        raise InvalidArgumentError(f"synthetic set names must differ (also in their letters and digits) and not be "
+                                   f"{REAL!r}: {names}")
     if out is not None and out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     if config.folds < 2:
         raise InvalidArgumentError(f"folds must be >= 2, got {config.folds}")
     if not config.features:
         raise InvalidArgumentError("name at least one feature space (--features)")
+    if config.inception_weights is not None and "inception" not in config.features:
+        raise InvalidArgumentError("--inception-weights is given but --features does not include inception")
 
 
 def _distances(spaces: list[FeatureSpace], config: ReportConfig, train: PCam, test: PCam,
