@@ -8,32 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from histoaug import PCam, PCamWriter, sample_root
+from histoaug import sample_root
 from histoaug.cli.main import main
 from histoaug.errors import InvalidArgumentError
 from histoaug.evaluation import ClassifierConfig, evaluate_synthetic, fit_classifier, predict_scores
-from tests.pcam_files import write_release_split
+from tests.evaluation_data import real_split, write_small_real, write_synthetic_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = ClassifierConfig(epochs=1, min_steps=80, batch_size=8, seed=0)
-PER_LABEL = {"train": 12, "test": 8, "valid": 8}
-
-
-def real_split(split, root=None):
-    data = PCam(root or sample_root(), split)
-    return data.read_images(np.arange(len(data))), data.labels.astype(np.int64)
 
 
 @pytest.fixture(scope="module")
 def small_real(tmp_path_factory):
-    """A balanced slice of the bundled sample (real H&E), small enough for quick probes."""
-    root = tmp_path_factory.mktemp("real")
-    for split, per_label in PER_LABEL.items():
-        x, y = real_split(split)
-        keep = np.concatenate([np.flatnonzero(y == label)[:per_label] for label in (0, 1)])
-        write_release_split(root, split, x[keep], y[keep].astype(np.uint8))
-    return root
+    return write_small_real(tmp_path_factory.mktemp("real"))
 
 
 def test_probe_is_deterministic_and_learns_the_sample(small_real):
@@ -64,18 +52,20 @@ def test_noise_posing_as_synthetic_is_told_apart_and_mislabelled(small_real):
     assert report.tstr_auc < 0.8  # noise teaches nothing about real tissue
 
 
-def test_eval_cli_reads_a_generated_file_and_writes_json(small_real, tmp_path, capsys):
+def test_eval_cli_positional_form_prints_and_writes_json(small_real, tmp_path, capsys):
+    """The pre-report form (a positional file, --json) still works: a summary line per set and the metrics."""
     x, y = real_split("valid", small_real)
-    path = tmp_path / "synthetic.h5"
-    with PCamWriter(path, len(x)) as writer:
-        writer.write(0, x=x, y=y.astype(np.uint8))
+    path = write_synthetic_file(tmp_path / "synthetic.h5", x, y)
     out = tmp_path / "report.json"
-    assert main(["eval", str(path), "--real", str(small_real), "--epochs", "1", "--min-steps", "20", "--folds", "2",
+    assert main(["eval", str(path), "--real", str(small_real), "--features", "stain-texture", "--projection", "pca",
+                 "--epochs", "1", "--min-steps", "20", "--folds", "2", "--seeds", "1", "--no-cache",
                  "--json", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "label fidelity" in printed and "two-sample test" in printed
+    assert printed.startswith("synthetic: ") and "label fidelity" in printed and "two-sample AUC" in printed
     report = json.loads(out.read_text())
-    assert report["synthetic_items"] == len(x) and 0 <= report["tstr_auc"] <= 1
+    assert report["synthetic_sets"][0]["items"] == len(x)
+    tstr = next(row for row in report["downstream"] if row["arm"] == "synthetic only")
+    assert 0 <= tstr["mean_auc"] <= 1 and tstr["ci_low"] is None  # one seed: no interval
 
 
 def test_focus_blur_augmentation_is_seeded_and_blurs():

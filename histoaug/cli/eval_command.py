@@ -1,75 +1,161 @@
-"""``histoaug eval``: label fidelity, TSTR AUC and a two-sample test of a synthetic PCam file."""
+"""``histoaug eval``: the paper's measurements of one or more synthetic sets, as a report directory."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
+
+from histoaug.errors import InvalidArgumentError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="measure a synthetic set against real data (label fidelity, TSTR AUC, C2ST)",
-        description="Train small probe CNNs to measure a synthetic PCam file (from `histoaug generate`) against "
-        "the real data: label fidelity (a probe trained on the real train split labels the synthetic patches), "
-        "train-on-synthetic/test-on-real ROC AUC, and a classifier two-sample test (real test vs synthetic; "
-        "AUC 0.5 = indistinguishable). Needs scikit-learn (pip install 'histoaug[training]').",
+        help="measure synthetic sets against real data (FID, PRDC, coverage map, downstream AUC, C2ST) as a report",
+        description="Measure one or more synthetic PCam files (from `histoaug generate`) against the real data, one "
+        "column each: FID (Inception-v3) or a Frechet distance in other feature spaces, precision/recall/density/"
+        "coverage, a UMAP coverage map, the downstream table (probe ROC AUC on the real test split for real, "
+        "synthetic, mixed and small-real training sets, mean and t-interval over seeds), label fidelity and a "
+        "classifier two-sample test. --out DIR writes report.md, metrics.json and PNG figures. Needs the eval "
+        "extra (pip install 'histoaug[eval]').",
     )
-    parser.add_argument("synthetic", type=Path, help="synthetic PCam-format HDF5 file (x and y datasets)")
+    parser.add_argument("synthetic_files", nargs="*", type=Path, metavar="SYNTHETIC",
+                        help="synthetic PCam-format HDF5 file(s); same as --synthetic")
+    parser.add_argument("--synthetic", action="append", default=[], metavar="[NAME=]PATH",
+                        help="a synthetic set (repeatable; one report column each; NAME defaults to the file stem)")
     parser.add_argument("--real", default="sample", help="real PCam root, or 'sample' (default: %(default)s)")
-    parser.add_argument("--train-split", default="train", help="real split the fidelity probe trains on "
-                        "(default: %(default)s)")
+    parser.add_argument("--train-split", default="train", help="real split the probes train on and distances "
+                        "compare with (default: %(default)s)")
     parser.add_argument("--test-split", default="test", help="held-out real split (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=15, help="probe epochs (default: %(default)s)")
-    parser.add_argument("--min-steps", type=int, default=300,
-                        help="at least this many probe steps, for small sets (default: %(default)s)")
-    parser.add_argument("--fidelity-blur-sigma", type=float, default=1.5,
-                        help="focus-blur augmentation (max sigma, px) of the headline fidelity probe; a plain probe "
-                        "is reported too (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=4, help="two-sample-test folds (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="probe seed (default: %(default)s)")
-    parser.add_argument("--json", type=Path, help="also write the report as JSON (atomically)")
+    parser.add_argument("--out", type=Path, help="report directory to write (report.md, metrics.json, figures/)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    parser.add_argument("--json", type=Path, help="also write the metrics as one JSON file (atomically)")
+    group = parser.add_argument_group("feature spaces")
+    group.add_argument("--features", default="inception",
+                       help="comma-separated: 'inception' (FID), 'stain-texture', or transformers vision models "
+                       "(local dir or hub id, e.g. facebook/dinov2-small, owkin/phikon) (default: %(default)s)")
+    group.add_argument("--inception-weights", type=Path, metavar="PATH",
+                       help="the TorchScript FID Inception-v3 (inception-2015-12-05.pt); default: torch hub's cache, "
+                       "downloaded there when online")
+    group.add_argument("--cache-dir", type=Path, help="feature cache (default: $HISTOAUG_CACHE/embeddings or "
+                       "~/.cache/histoaug/embeddings)")
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
+    group.add_argument("--prdc-k", type=int, default=5, help="nearest neighbours of the PRDC balls "
+                       "(default: %(default)s)")
+    group.add_argument("--projection", choices=("auto", "umap", "pca"), default="auto",
+                       help="coverage map method (default: %(default)s: UMAP when installed)")
+    group.add_argument("--device", default="cpu", help="device of the feature extractors (default: %(default)s)")
+    group = parser.add_argument_group("probes")
+    group.add_argument("--epochs", type=int, default=15, help="probe epochs (default: %(default)s)")
+    group.add_argument("--min-steps", type=int, default=300,
+                       help="at least this many probe steps, for small sets (default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=32, help="probe batch size (default: %(default)s)")
+    group.add_argument("--fidelity-blur-sigma", type=float, default=1.5,
+                       help="focus-blur augmentation (max sigma, px) of the headline fidelity probe; a plain probe "
+                       "is reported too (default: %(default)s)")
+    group.add_argument("--folds", type=int, default=4, help="two-sample-test folds (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0, help="first probe seed (default: %(default)s)")
+    group.add_argument("--seeds", type=int, default=3, help="downstream probes per arm, seeds SEED.. "
+                       "(default: %(default)s)")
+    group.add_argument("--ratios", default="0.5", help="comma-separated real + synthetic mixing ratios "
+                       "(SyntheticPCam ratio; default: %(default)s)")
+    group.add_argument("--real-fractions", default="", help="comma-separated small-real regimes, e.g. 0.01,0.1: "
+                       "that fraction of the real train split, alone and topped up with synthetic (default: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InvalidArgumentError(f"{option} takes comma-separated numbers, not {text!r}") from None
 
-    from histoaug.data.pcam import PCam
-    from histoaug.errors import InvalidArgumentError
-    from histoaug.evaluation import ClassifierConfig, evaluate_synthetic
+
+def synthetic_sets(args: argparse.Namespace) -> list:
+    """``--synthetic [NAME=]PATH`` and positional files as named sets (names from file stems by default)."""
+    from histoaug.evaluation.report import SyntheticSet
+
+    entries = [(None, path) for path in args.synthetic_files]
+    for spec in args.synthetic:
+        name, sep, path = spec.partition("=")
+        if sep and name and "/" not in name and not Path(spec).exists():
+            entries.append((name, Path(path)))
+        else:
+            entries.append((None, Path(spec)))
+    sets = []
+    for name, path in entries:
+        if not path.is_file():
+            raise InvalidArgumentError(f"synthetic set {str(path)!r}: no such file")
+        sets.append(SyntheticSet(name or path.stem, path))
+    return sets
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+
+    from histoaug.evaluation.classifier import ClassifierConfig
+    from histoaug.evaluation.downstream import DownstreamConfig
+    from histoaug.evaluation.report import ReportConfig, write_report
     from histoaug.training.data_source import resolve_data_root
 
     if args.epochs < 1:
         raise InvalidArgumentError(f"--epochs must be >= 1, got {args.epochs}")
     if args.min_steps < 0:
         raise InvalidArgumentError(f"--min-steps must be >= 0, got {args.min_steps}")
-    synthetic = PCam(args.synthetic)
-    images = synthetic.read_images(np.arange(len(synthetic)))
-    report = evaluate_synthetic(
-        resolve_data_root(args.real), images, synthetic.labels, train_split=args.train_split,
-        test_split=args.test_split, folds=args.folds, fidelity_blur_sigma=args.fidelity_blur_sigma,
-        config=ClassifierConfig(epochs=args.epochs, seed=args.seed, min_steps=args.min_steps),
-        progress=not args.no_progress,
+    if args.batch_size < 2:
+        raise InvalidArgumentError(f"--batch-size must be >= 2, got {args.batch_size}")
+    if args.seeds < 1:
+        raise InvalidArgumentError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.json is not None and args.json.exists() and not args.overwrite:
+        raise InvalidArgumentError(f"{args.json} exists; pass --overwrite to replace it")
+    sets = synthetic_sets(args)
+    probe = ClassifierConfig(epochs=args.epochs, seed=args.seed, min_steps=args.min_steps, batch_size=args.batch_size)
+    config = ReportConfig(
+        real_root=resolve_data_root(args.real), real_name=str(args.real), train_split=args.train_split,
+        test_split=args.test_split,
+        features=tuple(part.strip() for part in args.features.split(",") if part.strip()),
+        inception_weights=args.inception_weights, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+        prdc_k=args.prdc_k, projection=args.projection, folds=args.folds,
+        fidelity_blur_sigma=args.fidelity_blur_sigma, probe=probe,
+        downstream=DownstreamConfig(ratios=_floats(args.ratios, "--ratios"),
+                                    real_fractions=_floats(args.real_fractions, "--real-fractions"),
+                                    seeds=tuple(range(args.seed, args.seed + args.seeds))),
+        device=args.device, command_line=shlex.join(args.command_line),
     )
-    print(f"label fidelity: {report.label_fidelity:.4f} of {report.synthetic_items} synthetic patches "
-          f"(label 0: {report.label_fidelity_per_label.get('0', float('nan')):.4f}, "
-          f"label 1: {report.label_fidelity_per_label.get('1', float('nan')):.4f}); the probe's real "
-          f"{args.test_split} accuracy {report.real_probe_test_accuracy:.4f}, AUC {report.real_probe_test_auc:.4f} "
-          f"(probe with focus-blur augmentation, sigma <= {report.fidelity_blur_sigma})")
-    print(f"label fidelity, plain probe: {report.plain_probe_label_fidelity:.4f} "
-          f"(label 0: {report.plain_probe_label_fidelity_per_label.get('0', float('nan')):.4f}, "
-          f"label 1: {report.plain_probe_label_fidelity_per_label.get('1', float('nan')):.4f}); its real "
-          f"{args.test_split} accuracy {report.plain_probe_test_accuracy:.4f}")
-    print(f"train on synthetic, test on real {args.test_split}: ROC AUC {report.tstr_auc:.4f} "
-          f"(accuracy {report.tstr_accuracy:.4f})")
-    print(f"two-sample test, real {args.test_split} vs synthetic ({report.c2st_items_per_side} each, "
-          f"{report.c2st_folds} folds): ROC AUC {report.c2st_auc:.4f} (0.5 = indistinguishable)")
-    if args.json:
+    progress = not args.no_progress
+    if args.out is not None:
+        metrics = write_report(config, sets, args.out, overwrite=args.overwrite, progress=progress)
+    else:
+        with tempfile.TemporaryDirectory(prefix="histoaug-eval-") as scratch:
+            metrics = write_report(config, sets, Path(scratch) / "report", progress=progress)
+    _print_summary(metrics)
+    if args.out is not None:
+        print(f"report: {args.out / 'report.md'}")
+    if args.json is not None:
         from histoaug.atomic_files import write_text
 
-        write_text(args.json, json.dumps({"synthetic": str(args.synthetic), "real": str(args.real),
-                                          **report.to_dict()}, indent=2) + "\n")
+        write_text(args.json, json.dumps(metrics, indent=2, default=str) + "\n")
     return 0
+
+
+def _print_summary(metrics: dict) -> None:
+    downstream = metrics["downstream"]
+    for entry in metrics["synthetic_sets"]:
+        name = entry["name"]
+        parts = []
+        for space in metrics["distances"]:
+            column = space["columns"][name]
+            parts.append(f"{space['distance_name']} {column['frechet']:.2f} (precision {column['precision']:.3f}, "
+                         f"recall {column['recall']:.3f}, coverage {column['coverage']:.3f})")
+        tstr = [row["mean_auc"] for row in downstream
+                if row["arm"] == "synthetic only" and row["synthetic_set"] == name]
+        fidelity = metrics["label_fidelity"]["sets"][name]["blur_probe"]["overall"]
+        parts.append(f"train-on-synthetic AUC {tstr[0]:.3f}, label fidelity {fidelity:.3f}, "
+                     f"two-sample AUC {metrics['two_sample_test'][name]['auc']:.3f}")
+        print(f"{name}: " + "; ".join(parts))
+    real = [row for row in downstream if row["arm"] == "real"]
+    if real:
+        print(f"real only: AUC {real[0]['mean_auc']:.3f}")

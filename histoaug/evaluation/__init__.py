@@ -1,18 +1,32 @@
 """histoaug.evaluation: does a synthetic set look like, and teach like, the real data?
 
-* :mod:`~histoaug.evaluation.classifier` — the small CNN every measure trains (plain torch,
-  seeded, dihedral augmentation).
-* :mod:`~histoaug.evaluation.measures` — label fidelity (a classifier trained on real patches
-  labels the synthetic ones), train-on-synthetic / test-on-real ROC AUC, and a classifier
-  two-sample test (real vs synthetic; AUC 0.5 = indistinguishable). ``histoaug eval`` runs them.
+* :mod:`~histoaug.evaluation.classifier` -- the small CNN every probe trains (plain torch,
+  seeded, dihedral augmentation), on fixed data or on data that changes every epoch.
+* :mod:`~histoaug.evaluation.measures` -- label fidelity, a classifier two-sample test, and
+  :func:`evaluate_synthetic` (the three original measures of one set).
+* :mod:`~histoaug.evaluation.features` -- feature spaces: Inception-v3 (FID), transformers
+  vision models, stain-texture; cached features of PCam-format data.
+* :mod:`~histoaug.evaluation.frechet` -- the Frechet distance (FID's formula).
+* :mod:`~histoaug.evaluation.prdc` -- precision / recall / density / coverage.
+* :mod:`~histoaug.evaluation.projection` -- UMAP (or PCA) coverage maps.
+* :mod:`~histoaug.evaluation.downstream` -- the downstream AUC table over seeds.
+* :mod:`~histoaug.evaluation.report` -- all of it as one report directory (``histoaug eval``).
 
-FID needs Inception-v3 weights, which cannot be downloaded here; it is not computed.
-Needs scikit-learn (the ``training`` extra) for the ROC AUC.
+Needs scikit-learn and scipy (``training`` extra) for AUCs and intervals; matplotlib and
+umap-learn (``eval`` extra) for the figures.
 """
 
 from __future__ import annotations
 
-from histoaug.evaluation.classifier import ClassifierConfig, fit_classifier, predict_scores
-from histoaug.evaluation.measures import EvaluationReport, evaluate_synthetic
+from histoaug.evaluation.classifier import ClassifierConfig, fit_classifier, fit_classifier_per_epoch, predict_scores
+from histoaug.evaluation.measures import EvaluationReport, evaluate_synthetic, two_sample_auc
 
-__all__ = ["ClassifierConfig", "EvaluationReport", "evaluate_synthetic", "fit_classifier", "predict_scores"]
+__all__ = [
+    "ClassifierConfig",
+    "EvaluationReport",
+    "evaluate_synthetic",
+    "fit_classifier",
+    "fit_classifier_per_epoch",
+    "predict_scores",
+    "two_sample_auc",
+]

@@ -11,6 +11,7 @@ report can be reproduced.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,35 +69,64 @@ def _augment(batch: torch.Tensor, generator: torch.Generator, blur_sigma_max: fl
     return batch
 
 
-def fit_classifier(images: np.ndarray, labels: np.ndarray, config: ClassifierConfig | None = None,
-                   *, progress: bool = False, desc: str = "classifier") -> nn.Module:
-    """Train :func:`small_cnn` on uint8 (N, 96, 96, 3) patches with 0/1 ``labels``."""
-    config = config or ClassifierConfig()
+EpochData = Callable[[int], tuple[np.ndarray, np.ndarray]]
+"""Epoch number -> the (images, labels) to train on in that epoch (same length every epoch)."""
+
+
+def _check_training_set(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels).reshape(-1).astype(np.float32)
     if len(images) != len(labels) or len(images) < 2:
         raise InvalidArgumentError(f"need matching images and labels (got {len(images)} and {len(labels)})")
-    if not (config.blur_sigma_max >= 0 and np.isfinite(config.blur_sigma_max)):
-        raise InvalidArgumentError(f"blur_sigma_max must be >= 0, got {config.blur_sigma_max}")
     if set(np.unique(labels).tolist()) != {0.0, 1.0}:
         raise InvalidArgumentError("the training patches must include both labels")
+    return labels
+
+
+def fit_classifier(images: np.ndarray, labels: np.ndarray, config: ClassifierConfig | None = None,
+                   *, progress: bool = False, desc: str = "classifier") -> nn.Module:
+    """Train :func:`small_cnn` on uint8 (N, 96, 96, 3) patches with 0/1 ``labels``."""
+    labels = _check_training_set(images, labels)
+    return fit_classifier_per_epoch(lambda epoch: (images, labels), config, progress=progress, desc=desc)
+
+
+def fit_classifier_per_epoch(epoch_data: EpochData, config: ClassifierConfig | None = None,
+                             *, progress: bool = False, desc: str = "classifier") -> nn.Module:
+    """Train :func:`small_cnn` on a training set that may change every epoch.
+
+    ``epoch_data(e)`` gives epoch ``e``'s patches and labels, e.g. a
+    :class:`~histoaug.SyntheticPCam` epoch after ``set_epoch(e)``, whose synthetic items differ
+    from epoch to epoch; every epoch must have the same number of items. With the same data
+    every epoch this is :func:`fit_classifier`.
+    """
+    config = config or ClassifierConfig()
+    if not (config.blur_sigma_max >= 0 and np.isfinite(config.blur_sigma_max)):
+        raise InvalidArgumentError(f"blur_sigma_max must be >= 0, got {config.blur_sigma_max}")
+    images, labels = epoch_data(0)
+    labels = _check_training_set(images, labels)
+    size = len(images)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = small_cnn()
-    x_all, y_all = _to_input(images), torch.from_numpy(labels)
-    per_epoch = -(-len(images) // config.batch_size)
+    per_epoch = -(-size // config.batch_size)
     epochs = max(config.epochs, -(-config.min_steps // per_epoch))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=epochs * per_epoch)
     loss_fn = nn.BCEWithLogitsLoss()
     model.train()
-    for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress):
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(images), config.batch_size):
+    for epoch in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress):
+        if epoch > 0:
+            images, labels = epoch_data(epoch)
+            labels = _check_training_set(images, labels)
+            if len(images) != size:
+                raise InvalidArgumentError(f"epoch {epoch} has {len(images)} training items, epoch 0 had {size}")
+        y_all = torch.from_numpy(labels)
+        order = torch.randperm(size, generator=generator)
+        for start in range(0, size, config.batch_size):
             index = order[start:start + config.batch_size]
             if len(index) < 2:  # BatchNorm needs two samples
                 continue
-            logits = model(_augment(x_all[index], generator, config.blur_sigma_max)).squeeze(1)
+            logits = model(_augment(_to_input(images[index.numpy()]), generator, config.blur_sigma_max)).squeeze(1)
             loss = loss_fn(logits, y_all[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

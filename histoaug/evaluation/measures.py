@@ -66,6 +66,11 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(metrics.roc_auc_score(labels, scores))
 
 
+def accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Fraction of ``scores`` on the right side of 0.5."""
+    return float(((np.asarray(scores) >= 0.5).astype(np.int64) == np.asarray(labels)).mean())
+
+
 def _balanced_subset(labels: np.ndarray, wanted: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Indices into ``labels`` whose label counts equal those of ``wanted``."""
     picked = []
@@ -79,63 +84,103 @@ def _balanced_subset(labels: np.ndarray, wanted: np.ndarray, rng: np.random.Gene
     return np.sort(np.concatenate(picked))
 
 
+def check_patches(images: np.ndarray, labels: np.ndarray, what: str = "synthetic") -> np.ndarray:
+    """Validate uint8 (N, 96, 96, 3) patches and their labels; returns the labels as int64."""
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    if images.ndim != 4 or images.shape[1:] != (96, 96, 3) or images.dtype != np.uint8:
+        raise InvalidArgumentError(f"{what} patches must be uint8 (N, 96, 96, 3), got {images.dtype} "
+                                   f"{tuple(images.shape)}")
+    if len(images) != len(labels):
+        raise InvalidArgumentError(f"{len(images)} {what} patches but {len(labels)} labels")
+    return labels
+
+
+@dataclass(frozen=True)
+class LabelAgreement:
+    """How often a probe calls patches the label they carry."""
+
+    overall: float
+    per_label: dict[str, float]
+
+
+def label_agreement(probe: Any, images: np.ndarray, labels: np.ndarray) -> LabelAgreement:
+    """Fraction of ``images`` that ``probe`` labels as ``labels`` (overall and per label)."""
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    agrees = (predict_scores(probe, images) >= 0.5).astype(np.int64) == labels
+    per_label = {str(label): float(agrees[labels == label].mean()) for label in (0, 1) if (labels == label).any()}
+    return LabelAgreement(float(agrees.mean()), per_label)
+
+
+def two_sample_auc(first: np.ndarray, second: np.ndarray, *, folds: int = 4, config: ClassifierConfig | None = None,
+                   progress: bool = False) -> float:
+    """Classifier two-sample test: ROC AUC of out-of-fold scores of a probe telling ``second`` from ``first``.
+
+    Stratified ``folds``-fold; 0.5 = the probe cannot tell the sets apart, 1.0 = always can.
+    """
+    config = config or ClassifierConfig()
+    if folds < 2:
+        raise InvalidArgumentError(f"folds must be >= 2, got {folds}")
+    if min(len(first), len(second)) < folds:
+        raise InvalidArgumentError(f"the two-sample test needs at least {folds} patches per side "
+                                   f"(got {len(first)} and {len(second)})")
+    rng = np.random.default_rng(config.seed)
+    x = np.concatenate([first, second])
+    y = np.concatenate([np.zeros(len(first), np.int64), np.ones(len(second), np.int64)])
+    fold_of = np.empty(len(y), dtype=np.int64)
+    for side in (0, 1):  # stratified folds
+        members = rng.permutation(np.flatnonzero(y == side))
+        fold_of[members] = np.arange(members.size) % folds
+    scores = np.empty(len(y), dtype=np.float64)
+    for k in range(folds):
+        held = fold_of == k
+        probe = fit_classifier(x[~held], y[~held], config, progress=progress, desc=f"two-sample fold {k + 1}")
+        scores[held] = predict_scores(probe, x[held])
+    return roc_auc(y, scores)
+
+
+def matched_synthetic(synthetic_labels: np.ndarray, real_labels: np.ndarray, seed: int) -> np.ndarray:
+    """Indices of synthetic patches with the same label counts as ``real_labels`` (seeded)."""
+    return _balanced_subset(synthetic_labels, real_labels, np.random.default_rng(seed))
+
+
 def evaluate_synthetic(real_root: str | Path, synthetic_images: np.ndarray, synthetic_labels: np.ndarray, *,
                        train_split: str = "train", test_split: str = "test", folds: int = 4,
                        config: ClassifierConfig | None = None, fidelity_blur_sigma: float = 1.5,
                        progress: bool = False) -> EvaluationReport:
     """Run the three measures for uint8 (N, 96, 96, 3) synthetic patches and their labels."""
     config = config or ClassifierConfig()
-    synthetic_labels = np.asarray(synthetic_labels).reshape(-1).astype(np.int64)
-    if synthetic_images.ndim != 4 or synthetic_images.shape[1:] != (96, 96, 3) or synthetic_images.dtype != np.uint8:
-        raise InvalidArgumentError(f"synthetic patches must be uint8 (N, 96, 96, 3), got {synthetic_images.dtype} "
-                                   f"{tuple(synthetic_images.shape)}")
-    if len(synthetic_images) != len(synthetic_labels):
-        raise InvalidArgumentError(f"{len(synthetic_images)} synthetic patches but {len(synthetic_labels)} labels")
+    synthetic_labels = check_patches(synthetic_images, synthetic_labels)
     if folds < 2:
         raise InvalidArgumentError(f"folds must be >= 2, got {folds}")
     train, test = PCam(real_root, train_split), PCam(real_root, test_split)
     train_x, train_y = train.read_images(np.arange(len(train))), train.labels.astype(np.int64)
     test_x, test_y = test.read_images(np.arange(len(test))), test.labels.astype(np.int64)
 
-    def fidelity(probe_config: ClassifierConfig, desc: str) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-        probe = fit_classifier(train_x, train_y, probe_config, progress=progress, desc=desc)
-        agrees = (predict_scores(probe, synthetic_images) >= 0.5).astype(np.int64) == synthetic_labels
-        per_label = {str(label): float(agrees[synthetic_labels == label].mean())
-                     for label in (0, 1) if (synthetic_labels == label).any()}
-        return predict_scores(probe, test_x), agrees, per_label
-
-    robust = replace(config, blur_sigma_max=fidelity_blur_sigma)
-    real_test_scores, agrees, per_label = fidelity(robust, "probe on real (focus-blur augmented)")
-    plain_test_scores, plain_agrees, plain_per_label = fidelity(config, "probe on real (plain)")
+    robust_probe = fit_classifier(train_x, train_y, replace(config, blur_sigma_max=fidelity_blur_sigma),
+                                  progress=progress, desc="probe on real (focus-blur augmented)")
+    plain_probe = fit_classifier(train_x, train_y, config, progress=progress, desc="probe on real (plain)")
+    robust = label_agreement(robust_probe, synthetic_images, synthetic_labels)
+    plain = label_agreement(plain_probe, synthetic_images, synthetic_labels)
+    real_test_scores = predict_scores(robust_probe, test_x)
+    plain_test_scores = predict_scores(plain_probe, test_x)
 
     tstr_probe = fit_classifier(synthetic_images, synthetic_labels, config, progress=progress,
                                 desc="probe on synthetic")
     tstr_scores = predict_scores(tstr_probe, test_x)
 
-    rng = np.random.default_rng(config.seed)
-    fake = _balanced_subset(synthetic_labels, test_y, rng)
-    c2st_x = np.concatenate([test_x, synthetic_images[fake]])
-    c2st_y = np.concatenate([np.zeros(len(test_x), np.int64), np.ones(len(fake), np.int64)])
-    fold_of = np.empty(len(c2st_y), dtype=np.int64)
-    for side in (0, 1):  # stratified folds
-        members = rng.permutation(np.flatnonzero(c2st_y == side))
-        fold_of[members] = np.arange(members.size) % folds
-    c2st_scores = np.empty(len(c2st_y), dtype=np.float64)
-    for k in range(folds):
-        held = fold_of == k
-        probe = fit_classifier(c2st_x[~held], c2st_y[~held], config, progress=progress, desc=f"C2ST fold {k + 1}")
-        c2st_scores[held] = predict_scores(probe, c2st_x[held])
+    fake = matched_synthetic(synthetic_labels, test_y, config.seed)
+    c2st = two_sample_auc(test_x, synthetic_images[fake], folds=folds, config=config, progress=progress)
 
     return EvaluationReport(
         synthetic_items=len(synthetic_images), real_train_items=len(train), real_test_items=len(test),
-        label_fidelity=float(agrees.mean()), label_fidelity_per_label=per_label,
-        real_probe_test_accuracy=float(((real_test_scores >= 0.5).astype(np.int64) == test_y).mean()),
+        label_fidelity=robust.overall, label_fidelity_per_label=robust.per_label,
+        real_probe_test_accuracy=accuracy(test_y, real_test_scores),
         real_probe_test_auc=roc_auc(test_y, real_test_scores),
-        plain_probe_label_fidelity=float(plain_agrees.mean()), plain_probe_label_fidelity_per_label=plain_per_label,
-        plain_probe_test_accuracy=float(((plain_test_scores >= 0.5).astype(np.int64) == test_y).mean()),
+        plain_probe_label_fidelity=plain.overall, plain_probe_label_fidelity_per_label=plain.per_label,
+        plain_probe_test_accuracy=accuracy(test_y, plain_test_scores),
         fidelity_blur_sigma=fidelity_blur_sigma,
         tstr_auc=roc_auc(test_y, tstr_scores),
-        tstr_accuracy=float(((tstr_scores >= 0.5).astype(np.int64) == test_y).mean()),
-        c2st_auc=roc_auc(c2st_y, c2st_scores), c2st_items_per_side=len(test_x), c2st_folds=folds,
+        tstr_accuracy=accuracy(test_y, tstr_scores),
+        c2st_auc=c2st, c2st_items_per_side=len(test_x), c2st_folds=folds,
         probe=asdict(config),
     )
