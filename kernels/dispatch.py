@@ -8,7 +8,10 @@ reported by :func:`kernels_runtime_id`, so a backend that uses these ops can put
 
 Kernels are JIT-compiled on first use, not at import, and kept per interpreter mode: under
 ``TRITON_INTERPRET=1`` (read when a kernel is first built) Triton runs them on the CPU with
-numpy, which is how CI checks them against their references without a GPU.
+numpy, which is how CI checks them against their references without a GPU. Triton decides at
+*its own import* whether its library functions (``tl.sum``, ...) are interpreted, so the
+interpreter only works in a process that imported Triton with ``TRITON_INTERPRET=1`` already set;
+elsewhere CPU tensors get the reference, with that reason logged.
 """
 
 from __future__ import annotations
@@ -43,9 +46,24 @@ def triton_import_error() -> str | None:
     return None
 
 
+def interpreter_unavailable_reason() -> str | None:
+    """None when Triton's CPU interpreter can run kernels in this process, else why not."""
+    error = triton_import_error()
+    if error is not None:
+        return error
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if not isinstance(tl.sum, InterpretedFunction):
+        return "triton was imported before TRITON_INTERPRET=1 was set, so its interpreter cannot run here"
+    return None
+
+
 def triton_unavailable_reason(tensor: torch.Tensor) -> str | None:
     """None when the Triton kernel can run on ``tensor``, else why the reference runs instead."""
-    if tensor.device.type != "cuda" and not (tensor.device.type == "cpu" and interpreting()):
+    if tensor.device.type == "cpu" and interpreting():
+        return interpreter_unavailable_reason()
+    if tensor.device.type != "cuda":
         return f"tensors on {tensor.device.type}, Triton kernels run on CUDA only"
     return triton_import_error()
 

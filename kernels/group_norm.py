@@ -56,9 +56,12 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = N
     return group_norm_reference(x, num_groups, weight, bias, eps, add=add, silu=silu)
 
 
-def _stats_kernel(x_ptr, add_ptr, part_ptr, HW, CPG, G, SPLIT, CHUNK,
-                  sxn, sxc, sxhw, san, sac, sahw,
-                  HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+def _group_norm_kernel(x_ptr, add_ptr, w_ptr, b_ptr, y_ptr, part_ptr, HW, CPG, G, SPLIT, CHUNK, eps, inv_count,
+                       sxn, sxc, sxhw, san, sac, sahw, syn, syc, syhw,
+                       NORMALIZE: tl.constexpr, HAS_ADD: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
+                       BLOCK_HW: tl.constexpr, BLOCK_S: tl.constexpr):
+    """One program per (group, chunk). ``NORMALIZE`` False: write the chunk's shifted partial sums
+    (pass 1); True: combine the group's partials and normalise the chunk (pass 2)."""
     import triton.language as tl
 
     group = tl.program_id(0)
@@ -73,6 +76,21 @@ def _stats_kernel(x_ptr, add_ptr, part_ptr, HW, CPG, G, SPLIT, CHUNK,
     pivot = tl.load(x_base + c0 * sxc).to(tl.float32)
     if HAS_ADD:
         pivot = (pivot + tl.load(a_base + c0 * sac).to(tl.float32)).to(x_ptr.dtype.element_ty).to(tl.float32)
+    if NORMALIZE:
+        parts = tl.arange(0, BLOCK_S)
+        p_mask = parts < SPLIT
+        p_base = part_ptr + group * SPLIT * 2
+        total = tl.sum(tl.load(p_base + parts * 2, mask=p_mask, other=0.0), axis=0)
+        total_sq = tl.sum(tl.load(p_base + parts * 2 + 1, mask=p_mask, other=0.0), axis=0)
+        mean_shifted = total * inv_count
+        var = tl.maximum(total_sq * inv_count - mean_shifted * mean_shifted, 0.0)
+        rstd = 1.0 / tl.sqrt(var + eps)
+        mean = pivot + mean_shifted
+        w = tl.load(w_ptr + channels, mask=c_mask, other=1.0).to(tl.float32)
+        b = tl.load(b_ptr + channels, mask=c_mask, other=0.0).to(tl.float32)
+        scale = w * rstd
+        shift = b - mean * scale
+        y_base = y_ptr + n * syn
     acc_sum = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
     acc_sq = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
     for start in range(chunk * CHUNK, tl.minimum(chunk * CHUNK + CHUNK, HW), BLOCK_HW):
@@ -82,57 +100,19 @@ def _stats_kernel(x_ptr, add_ptr, part_ptr, HW, CPG, G, SPLIT, CHUNK,
         if HAS_ADD:
             a = tl.load(a_base + channels[:, None] * sac + hw[None, :] * sahw, mask=mask, other=0.0)
             v = (v + a.to(tl.float32)).to(x_ptr.dtype.element_ty).to(tl.float32)
-        d = tl.where(mask, v - pivot, 0.0)
-        acc_sum += d
-        acc_sq += d * d
-    out = part_ptr + (group * SPLIT + chunk) * 2
-    tl.store(out, tl.sum(tl.sum(acc_sum, axis=1), axis=0))
-    tl.store(out + 1, tl.sum(tl.sum(acc_sq, axis=1), axis=0))
-
-
-def _normalize_kernel(x_ptr, add_ptr, w_ptr, b_ptr, y_ptr, part_ptr, HW, CPG, G, SPLIT, CHUNK, eps, inv_count,
-                      sxn, sxc, sxhw, san, sac, sahw, syn, syc, syhw,
-                      HAS_ADD: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
-                      BLOCK_HW: tl.constexpr, BLOCK_S: tl.constexpr):
-    import triton.language as tl
-
-    group = tl.program_id(0)
-    chunk = tl.program_id(1)
-    n = group // G
-    c0 = (group % G) * CPG
-    lane_c = tl.arange(0, BLOCK_C)
-    c_mask = lane_c < CPG
-    channels = c0 + lane_c
-    x_base = x_ptr + n * sxn
-    a_base = add_ptr + n * san
-    pivot = tl.load(x_base + c0 * sxc).to(tl.float32)
-    if HAS_ADD:
-        pivot = (pivot + tl.load(a_base + c0 * sac).to(tl.float32)).to(x_ptr.dtype.element_ty).to(tl.float32)
-    parts = tl.arange(0, BLOCK_S)
-    p_mask = parts < SPLIT
-    p_base = part_ptr + group * SPLIT * 2
-    total = tl.sum(tl.load(p_base + parts * 2, mask=p_mask, other=0.0), axis=0)
-    total_sq = tl.sum(tl.load(p_base + parts * 2 + 1, mask=p_mask, other=0.0), axis=0)
-    mean_shifted = total * inv_count
-    var = tl.maximum(total_sq * inv_count - mean_shifted * mean_shifted, 0.0)
-    rstd = 1.0 / tl.sqrt(var + eps)
-    mean = pivot + mean_shifted
-    w = tl.load(w_ptr + channels, mask=c_mask, other=1.0).to(tl.float32)
-    b = tl.load(b_ptr + channels, mask=c_mask, other=0.0).to(tl.float32)
-    scale = w * rstd
-    shift = b - mean * scale
-    y_base = y_ptr + n * syn
-    for start in range(chunk * CHUNK, tl.minimum(chunk * CHUNK + CHUNK, HW), BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        mask = c_mask[:, None] & (hw < HW)[None, :]
-        v = tl.load(x_base + channels[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(tl.float32)
-        if HAS_ADD:
-            a = tl.load(a_base + channels[:, None] * sac + hw[None, :] * sahw, mask=mask, other=0.0)
-            v = (v + a.to(tl.float32)).to(x_ptr.dtype.element_ty).to(tl.float32)
-        y = v * scale[:, None] + shift[:, None]
-        if SILU:
-            y = y * tl.sigmoid(y)
-        tl.store(y_base + channels[:, None] * syc + hw[None, :] * syhw, y.to(y_ptr.dtype.element_ty), mask=mask)
+        if NORMALIZE:
+            y = v * scale[:, None] + shift[:, None]
+            if SILU:
+                y = y * tl.sigmoid(y)
+            tl.store(y_base + channels[:, None] * syc + hw[None, :] * syhw, y.to(y_ptr.dtype.element_ty), mask=mask)
+        else:
+            d = tl.where(mask, v - pivot, 0.0)
+            acc_sum += d
+            acc_sq += d * d
+    if not NORMALIZE:
+        out = part_ptr + (group * SPLIT + chunk) * 2
+        tl.store(out, tl.sum(tl.sum(acc_sum, axis=1), axis=0))
+        tl.store(out + 1, tl.sum(tl.sum(acc_sq, axis=1), axis=0))
 
 
 def _with_hw_stride(t: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -185,10 +165,11 @@ def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | N
     strides = (x.stride(0), x.stride(1), x_hw, add.stride(0), add.stride(1), a_hw)
     grid = (groups_total, split)
     warps = {} if interpreting() else {"num_warps": 4 if block_c * block_hw <= 2048 else 8}
-    jit(_stats_kernel)[grid](x, add, partials, hw, cpg, num_groups, split, chunk, *strides,
-                             HAS_ADD=has_add, BLOCK_C=block_c, BLOCK_HW=block_hw, **warps)
-    jit(_normalize_kernel)[grid](x, add, weight, bias, y, partials, hw, cpg, num_groups, split, chunk, float(eps),
-                                 1.0 / (cpg * hw), *strides, y.stride(0), y.stride(1), y_hw,
-                                 HAS_ADD=has_add, SILU=bool(silu), BLOCK_C=block_c, BLOCK_HW=block_hw,
-                                 BLOCK_S=_next_power_of_2(split), **warps)
+    kernel = jit(_group_norm_kernel)[grid]
+    arguments = (x, add, weight, bias, y, partials, hw, cpg, num_groups, split, chunk, float(eps), 1.0 / (cpg * hw),
+                 *strides, y.stride(0), y.stride(1), y_hw)
+    options = {"HAS_ADD": has_add, "SILU": bool(silu), "BLOCK_C": block_c, "BLOCK_HW": block_hw,
+               "BLOCK_S": _next_power_of_2(split), **warps}
+    kernel(*arguments, NORMALIZE=False, **options)  # pass 1: partial statistics
+    kernel(*arguments, NORMALIZE=True, **options)  # pass 2: normalise
     return y

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -14,6 +17,26 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 # compiled UNets (histoaug.synthesis.compile_cache) go to a throw-away dir, never the user's cache
 os.environ["HISTOAUG_CACHE"] = tempfile.mkdtemp(prefix="histoaug-test-cache-")
+atexit.register(shutil.rmtree, os.environ["HISTOAUG_CACHE"], ignore_errors=True)
+
+
+def _import_triton_for_its_interpreter() -> None:
+    """Without CUDA, import Triton in interpreter mode before any test does: Triton fixes at import
+    whether ``tl.sum`` & co. are interpreted, and the kernel tests run under TRITON_INTERPRET=1."""
+    if importlib.util.find_spec("triton") is None or torch.cuda.is_available():
+        return
+    previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    finally:
+        if previous is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+
+
+_import_triton_for_its_interpreter()
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
+import os
 
 import pytest
 import torch
@@ -26,6 +27,11 @@ def device(request, monkeypatch) -> torch.device:
         monkeypatch.setenv("TRITON_INTERPRET", "0")
         return torch.device("cuda")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from histoaug.kernels.dispatch import interpreter_unavailable_reason
+
+    reason = interpreter_unavailable_reason()
+    if reason is not None:  # conftest imports triton in interpreter mode on machines without CUDA
+        pytest.skip(reason)
     return torch.device("cpu")
 
 
@@ -173,3 +179,23 @@ def test_dispatch_falls_back_on_cpu_without_interpreter(monkeypatch, caplog) -> 
             assert torch.equal(group_norm(x, 4, silu=True), group_norm_reference(x, 4, silu=True))
     assert sum("torch reference" in r.message for r in caplog.records) == 1
     assert dispatch.kernels_runtime_id(torch.device("cpu")) == {"kernels": "torch reference"}
+
+
+def test_interpreter_set_after_triton_import_falls_back_to_reference() -> None:
+    """TRITON_INTERPRET=1 set after Triton was imported cannot interpret: the reference runs, no crash."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, torch, triton.language\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "from histoaug.kernels.dispatch import interpreter_unavailable_reason\n"
+        "from histoaug.kernels.group_norm import group_norm, group_norm_reference\n"
+        "x = torch.randn(2, 8, 4, 4)\n"
+        "assert torch.equal(group_norm(x, 4, silu=True), group_norm_reference(x, 4, silu=True))\n"
+        "print(interpreter_unavailable_reason())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "imported before TRITON_INTERPRET=1" in result.stdout

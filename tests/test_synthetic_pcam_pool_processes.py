@@ -7,6 +7,7 @@ left behind (``no_pool_leftovers``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import os
@@ -259,3 +260,32 @@ def test_pickled_and_deep_copied_datasets_share_the_producer(real_root, model):
     assert process.poll() is not None
     with pytest.raises(SynthesisPoolError, match="closed"):
         synthetic_items(copies[0])
+
+
+def test_an_orphaned_producer_removes_its_session_while_it_is_still_written(tmp_path):
+    """The watchdog removes the session while the main thread may still add files to it."""
+    import threading
+
+    from histoaug.mixing.producer import remove_while_written
+
+    session = tmp_path / "histoaug-pool-session"
+    session.mkdir()
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        count = 0
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                (session / f"stats-{count}").write_bytes(b"x" * 64)
+            count += 1
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        time.sleep(0.05)
+        remove_while_written(session)
+    finally:
+        stop.set()
+        writer.join()
+    assert not session.exists()
+    assert list(tmp_path.iterdir()) == []

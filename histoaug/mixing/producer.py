@@ -128,8 +128,26 @@ class ParentGuard:
 
     def _exit_orphaned(self) -> None:
         for path in self.leftovers:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_while_written(path)
         os._exit(0)
+
+
+def remove_while_written(path: Path, attempts: int = 20) -> None:
+    """Remove a directory that the main thread may still be writing into (a statistics file, an
+    epoch cell): rename it first, so no new file can appear under its name, then remove the
+    renamed tree until a file created in the meantime is gone too."""
+    doomed = path.with_name(f"{path.name}.removing-{os.getpid()}")
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:
+        return
+    except OSError:
+        doomed = path
+    for _ in range(attempts):
+        shutil.rmtree(doomed, ignore_errors=True)
+        if not doomed.exists():
+            return
+        time.sleep(0.01)
 
 
 @dataclass
