@@ -7,7 +7,7 @@ sigma 4 px), train and test degraded alike. If the labels differed mainly in mag
 sharpness, the degraded probes would still separate them; if they differ in tissue, the
 degraded probes lose most of their AUC. Used for histoaug/sample_data/DATA_CARD.md:
 
-    OMP_NUM_THREADS=1 python scripts/sample_scale_probe.py [ROOT ...]   # default: the bundled sample
+    OMP_NUM_THREADS=1 python scripts/sample_scale_probe.py [ROOT ...] [--test-split valid]  # default: the sample
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def blur_4px(images: np.ndarray) -> np.ndarray:
 DEGRADATIONS = {"full": lambda images: images, "downsampled 8x": downsample_8x, "blurred sigma 4": blur_4px}
 
 
-def probe_aucs(root: Path) -> dict[str, float]:
-    train, test = PCam(root, "train"), PCam(root, "test")
+def probe_aucs(root: Path, test_split: str = "test") -> dict[str, float]:
+    train, test = PCam(root, "train"), PCam(root, test_split)
     x_train, x_test = train.read_images(range(len(train))), test.read_images(range(len(test)))
     results = {}
     for name, degrade in DEGRADATIONS.items():
@@ -54,9 +54,10 @@ def probe_aucs(root: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="*", type=Path, help="PCam roots (default: the bundled sample)")
+    parser.add_argument("--test-split", default="test", help="split the probes are scored on (default: test)")
     args = parser.parse_args()
     for root in args.roots or [sample_root()]:
-        print(json.dumps({"root": str(root), "test_auc": probe_aucs(root)}))
+        print(json.dumps({"root": str(root), f"{args.test_split}_auc": probe_aucs(root, args.test_split)}))
 
 
 if __name__ == "__main__":
