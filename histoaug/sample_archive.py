@@ -96,7 +96,11 @@ def read_index(folder: Path) -> dict:
 
 def read_split(folder: Path, index: dict, split: str) -> SampleSplit:
     """Decode one split's mosaic, checking its sha256 against the index."""
-    from PIL import Image
+    from PIL import Image, features
+
+    if not features.check("webp"):
+        raise PCamFilesNotFoundError("this Pillow has no WebP support, needed to unpack the bundled sample; "
+                                     "install a Pillow wheel from PyPI (they include libwebp)")
 
     entry = index["splits"][split]
     path = folder / entry["file"]
