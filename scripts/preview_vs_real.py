@@ -2,7 +2,7 @@
 
 One row per prompt that has training patches: 4 real training patches of that prompt (seeded
 choice, from the prompts dir's ``prompt_ids.h5``), then 4 synthetic patches generated with that
-prompt (seeds 0-3, default sampler settings). Written as a JPEG (quality 85) to stay small:
+prompt (seeds 4 x prompt id + 0..3, default sampler settings). Written as a JPEG (quality 85) to stay small:
 
     python scripts/preview_vs_real.py MODEL_DIR PROMPTS_DIR OUT.jpg [--data sample]
 """
@@ -46,7 +46,8 @@ def main() -> None:
         if len(members) == 0:
             continue
         real = data.read_images(np.sort(rng.choice(members, size=min(PER_SIDE, len(members)), replace=False)))
-        fake = synthesizer.generate([prompt.label] * PER_SIDE, list(range(PER_SIDE)), [prompt.id] * PER_SIDE)
+        seeds = [prompt.id * PER_SIDE + k for k in range(PER_SIDE)]
+        fake = synthesizer.generate([prompt.label] * PER_SIDE, seeds, [prompt.id] * PER_SIDE)
         row = np.full((96, LABEL_WIDTH + 8 * 96 + GAP, 3), 255, np.uint8)
         row[:, LABEL_WIDTH : LABEL_WIDTH + 96 * len(real)] = np.concatenate(list(real), axis=1)
         row[:, LABEL_WIDTH + 4 * 96 + GAP :] = np.concatenate(list(fake), axis=1)
