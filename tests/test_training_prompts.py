@@ -171,11 +171,12 @@ def test_morphology_bank_has_label_times_types():
 
 # --- errors ------------------------------------------------------------------------------------
 def test_more_clusters_than_patches(vit_dir, tmp_path, capsys):
-    code = main(["prompts", "build", "sample", "--embedder", str(vit_dir), "--clusters", "500",
+    patches = len(PCam(sample_root(), "train"))
+    code = main(["prompts", "build", "sample", "--embedder", str(vit_dir), "--clusters", str(patches + 1),
                  "--out", str(tmp_path / "p")])
     assert code == 2
     err = capsys.readouterr().err
-    assert "500 clusters from 128 patches" in err and err.count("\n") == 1
+    assert f"{patches + 1} clusters from {patches} patches" in err and err.count("\n") == 1
     with pytest.raises(InvalidArgumentError, match="at most 10"):
         fit_clusters(np.random.default_rng(0).normal(size=(10, 4)), ClusterConfig(clusters=11))
 

@@ -19,13 +19,14 @@ from histoaug.training.stain_embedding import stain_texture_features
 
 def test_features_are_deterministic_and_separate_the_sample_labels():
     data = PCam(sample_root(), "train")
-    images = data.read_images(np.arange(len(data)))
+    head = np.arange(min(len(data), 300))  # a shuffled slice of the sample keeps this quick
+    images = data.read_images(head)
     features = stain_texture_features(images)
-    assert features.shape == (len(data), 34) and features.dtype == np.float32
+    assert features.shape == (len(head), 34) and features.dtype == np.float32
     assert np.isfinite(features).all()
     np.testing.assert_array_equal(features, stain_texture_features(images))
     np.testing.assert_array_equal(features[:5], stain_texture_features(images[:5]))  # per patch, batch-free
-    labels = data.labels
+    labels = data.labels[head]
     # nearest class mean (on the real sample) is far better than chance: the features carry stain/texture
     centres = [features[labels == k].mean(axis=0) for k in (0, 1)]
     nearest = np.argmin([np.linalg.norm(features - c, axis=1) for c in centres], axis=0)
@@ -37,7 +38,7 @@ def test_stain_texture_prompts_build_end_to_end_and_record_patch_counts(tmp_path
                                              clusters=4, cache_dir=str(tmp_path / "cache"), progress=False))
     stored = json.loads((tmp_path / "p" / "prompts.json").read_text())
     counts = [p["patches"] for p in stored["prompts"]]
-    assert sum(counts) == 128 and counts == result.report["patches_per_prompt"]
+    assert sum(counts) == len(PCam(sample_root(), "train")) and counts == result.report["patches_per_prompt"]
     bank = PromptBank.load(tmp_path / "p")
     for label in (0, 1):
         assert all(bank[i].patches > 0 and bank[i].label == label for i in bank.ids_for_label(label))
