@@ -10,13 +10,7 @@ from pathlib import Path
 
 from histoaug._version import __version__
 from histoaug.errors import InvalidArgumentError, OutputExistsError, OutputWriteError
-from histoaug.synthesis.defaults import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_SCHEDULER,
-    DEFAULT_STEPS,
-    FAST_DEEP_CACHE,
-    FAST_GUIDANCE_UNTIL,
-)
+from histoaug.synthesis import defaults
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +43,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fast mode, approximate, torch backend: the whole UNet every N steps only, its deep "
                         "features reused in between (default 1 = off)")
     parser.add_argument("--fast", action="store_true",
-                        help=f"fast mode: --guidance-until {FAST_GUIDANCE_UNTIL} --deep-cache {FAST_DEEP_CACHE} "
+                        help=f"fast mode: --guidance-until {defaults.FAST_GUIDANCE_UNTIL} "
+                        f"--deep-cache {defaults.FAST_DEEP_CACHE} "
                         "unless given (approximations; speed and PSNR in docs/synthesis.md)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+    parser.add_argument("--steps", type=int, default=defaults.DEFAULT_STEPS,
+                        help="sampler steps (default: %(default)s)")
+    parser.add_argument("--guidance", type=float, default=defaults.DEFAULT_GUIDANCE,
                         help="classifier-free guidance scale, 1 = off (default: %(default)s)")
-    parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER,
+    parser.add_argument("--scheduler", default=defaults.DEFAULT_SCHEDULER,
                         help="dpmsolver++ | ddim | euler (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="run seed")
     parser.add_argument("--labels", default="balanced", help="balanced | 0 | 1 | fraction of label 1 (e.g. 0.3)")
@@ -117,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
         n=args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
         guidance=args.guidance, scheduler=args.scheduler,
         fraction_tumour=parse_label_spec(args.labels), prompt_ids=_prompt_ids(args.prompts),
-        guidance_until=_fast_option(args.guidance_until, args.fast, FAST_GUIDANCE_UNTIL, 1.0),
-        deep_cache=_fast_option(args.deep_cache, args.fast, FAST_DEEP_CACHE, 1),
+        guidance_until=_fast_option(args.guidance_until, args.fast, defaults.FAST_GUIDANCE_UNTIL, 1.0),
+        deep_cache=_fast_option(args.deep_cache, args.fast, defaults.FAST_DEEP_CACHE, 1),
     )
     _check_output(args)
     synthesizer = load_synthesizer(args.model, args.backend, args.device, dtype=args.dtype, compile=args.compile,

@@ -34,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ logger = logging.getLogger("histoaug.mixing.producer")
 
 HEARTBEAT_INTERVAL_S = 0.25
 _PR_SET_PDEATHSIG = 1
+PARENT_DEATH_GRACE_S = 2.0
 
 
 def store_key(synthesizer: Any, spec: dict[str, Any], real_labels: np.ndarray) -> str:
@@ -120,11 +121,25 @@ class ParentGuard:
                 self._exit_orphaned()
             if self._wakeup_read in readable:
                 os.read(self._wakeup_read, 64)
-                if self.parent_gone():
+                if self.control.get(STOP):
+                    os._exit(128 + signal.SIGTERM)  # the parent asked us to stop now; it cleans up
+                # the death signal can arrive before getppid() reports the new parent (seen here):
+                # give the kernel a moment to show whether the parent died or someone else sent it
+                if self._parent_dies_within(PARENT_DEATH_GRACE_S):
                     self._exit_orphaned()
-                os._exit(128 + signal.SIGTERM)  # the parent asked us to stop now; it cleans up
+                os._exit(128 + signal.SIGTERM)  # terminated from outside; the living parent reports it
             if self.parent_gone():
                 self._exit_orphaned()
+
+    def _parent_dies_within(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not self.parent_gone():
+            if time.monotonic() > deadline:
+                return False
+            readable, _, _ = select.select([self.pipe_fd], [], [], 0.01)
+            if readable and not os.read(self.pipe_fd, 1):
+                return True
+        return True
 
     def _exit_orphaned(self) -> None:
         for path in self.leftovers:
@@ -158,20 +173,19 @@ class _OpenEpoch:
     done: bool = False
 
 
+@dataclass
 class EpochFiller:
     """Fills the current and look-ahead epochs' stores in fixed blocks of rows."""
 
-    def __init__(self, source: Any, recipe: PlanRecipe, directory: Path, control: ControlBlock,
-                 stats: StatsFile, batch_size: int, lookahead_epochs: int) -> None:
-        self.source = source
-        self.recipe = recipe
-        self.directory = directory
-        self.control = control
-        self.stats = stats
-        self.batch_size = batch_size
-        self.lookahead = lookahead_epochs
-        self.epochs: dict[int, _OpenEpoch] = {}
-        self._window: range | None = None
+    source: Any
+    recipe: PlanRecipe
+    directory: Path
+    control: ControlBlock
+    stats: StatsFile
+    batch_size: int
+    lookahead: int
+    epochs: dict[int, _OpenEpoch] = field(default_factory=dict)
+    _window: range | None = None
 
     def _open(self, epoch: int) -> _OpenEpoch:
         plan = self.recipe.build(epoch)
