@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds docs/eval_report/: histoaug eval's report of the embedded default model against the
-# bundled sample. Run from anywhere after `bash scripts/setup.sh dev`; about 10-15 minutes on a
-# 2-core CPU (the eval step; generation adds 1-2 minutes). Everything is seeded, so a rerun on
+# bundled sample. Run from anywhere after `bash scripts/setup.sh dev`; 6 minutes on an idle
+# 2-core CPU (measured 2026-11-24, generation included). Everything is seeded, so a rerun on
 # the same model gives the same numbers (up to CPU floating-point differences).
 #
 # The two columns come from ONE model (the embedded one has no label-only twin): all of its

@@ -79,7 +79,7 @@ def test_fast_mode_is_recorded(model, tmp_path):
     assert main(["generate", "--n", "4", "--out", str(out), "--model", str(model), "--batch-size", "4",
                  "--fast", "--deep-cache", "3", *FAST]) == 0
     with h5py.File(out) as handle:
-        assert (handle.attrs["guidance_until"], handle.attrs["deep_cache"]) == (0.5, 3)  # given values win
+        assert (handle.attrs["guidance_until"], handle.attrs["deep_cache"]) == (1.0, 3)  # given values win
 
 
 def test_png_tree(model, tmp_path):

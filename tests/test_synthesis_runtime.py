@@ -122,9 +122,12 @@ def test_deep_cache_runs_the_whole_unet_every_k_steps(synth, monkeypatch) -> Non
 
     monkeypatch.setattr(backend, "predict_noise_full", spy_full)
     monkeypatch.setattr(backend, "predict_noise_shallow", spy_shallow)
-    fast = synth.generate([0, 1], [5, 6], steps=5, fast=True)  # guidance over 2 (of 5) steps, whole UNet every 2nd
+    fast = synth.generate([0, 1], [5, 6], steps=5, fast=True)  # guided throughout, whole UNet every 2nd step
+    assert calls == [("full", 4), ("shallow", 4), ("full", 4), ("shallow", 4), ("full", 4)]
+    np.testing.assert_array_equal(synth.generate([0, 1], [5, 6], steps=5, deep_cache=2), fast)
+    calls.clear()
+    synth.generate([0, 1], [5, 6], steps=5, guidance_until=0.5, deep_cache=2)  # guidance over 2 (of 5) steps
     assert calls == [("full", 4), ("shallow", 4), ("full", 2), ("shallow", 2), ("full", 2)]
-    np.testing.assert_array_equal(synth.generate([0, 1], [5, 6], steps=5, guidance_until=0.5, deep_cache=2), fast)
     with pytest.raises(InvalidArgumentError, match="deep_cache"):
         synth.generate([0], [1], steps=2, deep_cache=0)
 

@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fast mode, approximate, torch backend: the whole UNet every N steps only, its deep "
                         "features reused in between (default 1 = off)")
     parser.add_argument("--fast", action="store_true",
-                        help=f"fast mode: --guidance-until {defaults.FAST_GUIDANCE_UNTIL} "
-                        f"--deep-cache {defaults.FAST_DEEP_CACHE} "
-                        "unless given (approximations; speed and PSNR in docs/synthesis.md)")
+                        help=f"fast mode: --deep-cache {defaults.FAST_DEEP_CACHE} --guidance-until "
+                        f"{defaults.FAST_GUIDANCE_UNTIL} unless given (an approximation; speed, PSNR and label "
+                        "fidelity in docs/synthesis.md)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
     parser.add_argument("--steps", type=int, default=defaults.DEFAULT_STEPS,
                         help="sampler steps (default: %(default)s)")
