@@ -232,11 +232,26 @@ def test_two_processes_match_one_process(prompts_dir, tmp_path):
         a[a.index("--batch-size") + 1] = str(batch)
         return a
 
+    # Each rank reports whether DDP's wrapper is still alive when the process group is destroyed:
+    # freed later, its reducer ended the gloo group with the GIL held and a rank hung at exit.
+    entry = tmp_path / "train_entry.py"
+    entry.write_text(
+        "import gc, sys, accelerate, torch\n"
+        "end = accelerate.Accelerator.end_training\n"
+        "def spy(self):\n"
+        "    alive = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())\n"
+        "    print('DDP wrappers alive at end_training:', alive, flush=True)\n"
+        "    return end(self)\n"
+        "accelerate.Accelerator.end_training = spy\n"
+        "from histoaug.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "histoaug.cli.main", *args(tmp_path / "ddp", 4)]
+               str(entry), *args(tmp_path / "ddp", 4)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, f"torchrun exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    assert done.stdout.count("DDP wrappers alive at end_training: 0") == 2, done.stdout[-2000:]
     assert main(args(tmp_path / "single", 8)) == 0
     np.testing.assert_allclose(losses(tmp_path / "ddp"), losses(tmp_path / "single"), rtol=1e-6)
     a, b = (load_file(tmp_path / n / "unet" / "diffusion_pytorch_model.safetensors") for n in ("ddp", "single"))

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import hashlib
 import json
 import logging
@@ -297,7 +298,8 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     result.seconds = time.perf_counter() - started
     if result.steps < config.steps:
         logger.info("stopped at step %d of %d; continue with --resume", result.steps, config.steps)
-        accelerator.end_training()
+        del unet
+        _end_training(accelerator)
         return result
 
     if is_main:
@@ -307,9 +309,25 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
                  out / PREVIEW_FILE)
         _save_final(pipe, raw_unet, out)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    del unet
+    _end_training(accelerator)
     result.finished = True
     return result
+
+
+def _end_training(accelerator) -> None:
+    """Free the DDP wrapper, then destroy the process group (the caller has dropped its reference).
+
+    DDP's gradient reducer holds a reference to the process group and is freed with the GIL held.
+    Freed after ``destroy_process_group``, it drops the last reference and the gloo group's
+    destructor joins its worker threads while one of them waits for the GIL: rank 1 of a torchrun
+    run hung at exit that way (gdb: ``~Reducer -> ~ProcessGroupGloo -> thread::join``). Freed
+    first, the group still lives in torch's registry, and ``destroy_process_group`` ends it from
+    Python, which releases the GIL.
+    """
+    accelerator.free_memory()
+    gc.collect()
+    accelerator.end_training()
 
 
 def _micro_step(batch: dict[str, torch.Tensor], *, unet, vae, noise_scheduler, prompt_embeds: torch.Tensor,
