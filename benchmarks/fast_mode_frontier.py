@@ -1,8 +1,8 @@
 """Fast mode's frontier: speed vs PSNR per approximation, against diffusers fp32, same process.
 
 The default path (``load_synthesizer(model)``: auto -> compiled bf16 on a capable CPU) with each
-fast-mode variant in ``--variants`` (``GUIDANCE_UNTIL:DEEP_CACHE``; ``1:1`` is exact, ``0.5:2`` is
-``--fast``), each at every batch in ``--batch``, interleaved with diffusers'
+fast-mode variant in ``--variants`` (``GUIDANCE_UNTIL:DEEP_CACHE``; ``1:1`` is exact, ``1:2`` is
+``--fast``, ``0.5:2`` the former ``--fast``), each at every batch in ``--batch``, interleaved with diffusers'
 ``StableDiffusionPipeline`` fp32 (default settings) on the same weights, seeds and prompts;
 best of ``--rounds``. Speed-ups are reported at the same batch and each at its own best batch.
 PSNR is against the baseline's patches at the same batch. Prints JSON.

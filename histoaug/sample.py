@@ -12,6 +12,7 @@ See ``histoaug/sample_data/DATA_CARD.md`` for sources, licences and how it was c
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -27,7 +28,7 @@ from histoaug.data.pcam_writer import write_pcam_split
 from histoaug.errors import PCamFilesNotFoundError
 from histoaug.sample_archive import INDEX_NAME, read_index, read_split
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 CARD_NAME = "DATA_CARD.md"
 
@@ -72,17 +73,36 @@ def sample_root() -> Path:
     source = packaged_sample_dir()
     index_path = source / INDEX_NAME
     read_index(source)  # clear error if the package is incomplete
-    digest = hashlib.sha256(index_path.read_bytes() + (source / CARD_NAME).read_bytes()).hexdigest()[:16]
+    try:
+        digest = hashlib.sha256(index_path.read_bytes() + (source / CARD_NAME).read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise PCamFilesNotFoundError(f"the bundled sample is incomplete ({exc}); reinstall histoaug") from exc
     root = sample_cache_dir() / digest
     if _complete(root):
         return root
-    log.info("unpacking the bundled sample into %s (once)", root)
-    root.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("unpacking the bundled sample into %s (once)", root)
     try:
+        root.parent.mkdir(parents=True, exist_ok=True)
         with atomic_directory(root, replace=root.exists()) as staging:
             unpack_sample(source, staging)
     except FileExistsError:
         pass  # another process finished first; its folder is as good as ours
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # else: another process's folder landed first
+            raise PCamFilesNotFoundError(
+                f"cannot unpack the bundled sample into {root.parent} ({exc.strerror}); "
+                "set HISTOAUG_CACHE to a writable directory"
+            ) from exc
     if not _complete(root):
         raise PCamFilesNotFoundError(f"could not unpack the bundled sample into {root}")
     return root
+
+
+SAMPLE_ALIAS = "sample"
+
+
+def resolve_data_root(data: str | Path) -> Path:
+    """``"sample"`` -> the bundled sample dir (unless a ``./sample`` path exists); else the path."""
+    if str(data) == SAMPLE_ALIAS and not Path(SAMPLE_ALIAS).exists():
+        return sample_root()
+    return Path(data).expanduser()

@@ -68,7 +68,7 @@ def write_archive(folder: Path, splits: dict[str, SampleSplit], provenance: dict
         path = folder / mosaic_name(split)
         with atomic_path(path) as staging:
             Image.fromarray(to_mosaic(data.images)).save(staging, "WEBP", lossless=True, quality=100, method=6)
-        path.chmod(0o644)  # package data: readable by all (staging files are private)
+        path.chmod(0o644)  # package data: readable by all, whatever the umask
         index["splits"][split] = {
             "file": path.name,
             "sha256": file_sha256(path),

@@ -52,8 +52,11 @@ def interpreter_unavailable_reason() -> str | None:
     if error is not None:
         return error
     import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
 
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError as exc:  # another Triton layout: no way to tell, so no interpreted kernels
+        return f"this Triton has no interpreter check ({exc})"
     if not isinstance(tl.sum, InterpretedFunction):
         return "triton was imported before TRITON_INTERPRET=1 was set, so its interpreter cannot run here"
     return None

@@ -17,6 +17,7 @@ import pytest
 
 from histoaug import PCam, load_synthesizer
 from histoaug.cli.main import main
+from histoaug.synthesis.defaults import FAST_DEEP_CACHE, FAST_GUIDANCE_UNTIL
 from tests.synthesis_models import tiny_model_dir, tiny_prompts
 
 FAST = ["--steps", "3", "--quiet"]
@@ -74,12 +75,17 @@ def test_same_settings_same_file_content(model, tmp_path):
     assert_same_data(tmp_path / "a.h5", tmp_path / "b.h5")
 
 
-def test_fast_mode_is_recorded(model, tmp_path):
+@pytest.mark.parametrize(("flags", "recorded"), [
+    (["--fast"], (FAST_GUIDANCE_UNTIL, FAST_DEEP_CACHE)),  # the preset
+    (["--fast", "--deep-cache", "3"], (FAST_GUIDANCE_UNTIL, 3)),  # given values win
+    (["--fast", "--guidance-until", "0.5"], (0.5, FAST_DEEP_CACHE)),  # the former preset
+])
+def test_fast_mode_is_recorded(model, tmp_path, flags, recorded):
     out = tmp_path / "fast.h5"
     assert main(["generate", "--n", "4", "--out", str(out), "--model", str(model), "--batch-size", "4",
-                 "--fast", "--deep-cache", "3", *FAST]) == 0
+                 *flags, *FAST]) == 0
     with h5py.File(out) as handle:
-        assert (handle.attrs["guidance_until"], handle.attrs["deep_cache"]) == (1.0, 3)  # given values win
+        assert (handle.attrs["guidance_until"], handle.attrs["deep_cache"]) == recorded
 
 
 def test_png_tree(model, tmp_path):

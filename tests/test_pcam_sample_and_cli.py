@@ -178,3 +178,13 @@ def test_cli_user_errors_are_one_line_exit_2(args):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "error" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unwritable_sample_cache_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("HISTOAUG_CACHE", str(blocker))
+    assert main(["pcam", "summary", "sample"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "cannot unpack the bundled sample" in err and "HISTOAUG_CACHE" in err

@@ -266,18 +266,16 @@ def test_an_orphaned_producer_removes_its_session_while_it_is_still_written(tmp_
     """The watchdog removes the session while the main thread may still add files to it."""
     import threading
 
+    from histoaug.mixing.pool_control import StatsFile
     from histoaug.mixing.producer import remove_while_written
 
     session = tmp_path / "histoaug-pool-session"
     session.mkdir()
     stop = threading.Event()
 
-    def keep_writing() -> None:
-        count = 0
+    def keep_writing() -> None:  # as the producer's main thread does: a new statistics file each time
         while not stop.is_set():
-            with contextlib.suppress(OSError):
-                (session / f"stats-{count}").write_bytes(b"x" * 64)
-            count += 1
+            StatsFile(session).add(0, 1.0)
 
     writer = threading.Thread(target=keep_writing)
     writer.start()

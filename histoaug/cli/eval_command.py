@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from histoaug.evaluation.classifier import ClassifierConfig
     from histoaug.evaluation.downstream import DownstreamConfig
     from histoaug.evaluation.report import ReportConfig, write_report
-    from histoaug.training.data_source import resolve_data_root
+    from histoaug.sample import resolve_data_root
 
     if args.epochs < 1:
         raise InvalidArgumentError(f"--epochs must be >= 1, got {args.epochs}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from histoaug.data.summary import summarise_root
 from histoaug.data.unpack import unpack_root
-from histoaug.sample import sample_root
+from histoaug.sample import resolve_data_root, sample_root
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary = actions.add_parser("summary", help="items, label balance and colour statistics per split")
     summary.add_argument(
         "root", type=Path, nargs="?", default=None,
-        help="PCam root or a single HDF5 file (default: the bundled sample)",
+        help="PCam root, a single HDF5 file, or 'sample' (default: the bundled sample)",
     )
     summary.set_defaults(handler=run_summary)
 
@@ -40,7 +40,7 @@ def run_unpack(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    root = args.root if args.root is not None else sample_root()
+    root = resolve_data_root(args.root) if args.root is not None else sample_root()
     summaries = summarise_root(root)  # errors before any output
     print(f"PCam-format data at {root}")
     print(f"{'split':<6} {'items':>7} {'label 0':>8} {'label 1':>8}   mean RGB            std RGB")

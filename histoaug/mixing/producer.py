@@ -122,6 +122,8 @@ class ParentGuard:
             if self._wakeup_read in readable:
                 os.read(self._wakeup_read, 64)
                 if self.control.get(STOP):
+                    if self.parent_gone():  # it asked, then died before its own clean-up
+                        self._exit_orphaned()
                     os._exit(128 + signal.SIGTERM)  # the parent asked us to stop now; it cleans up
                 # the death signal can arrive before getppid() reports the new parent (seen here):
                 # give the kernel a moment to show whether the parent died or someone else sent it
@@ -185,7 +187,7 @@ class EpochFiller:
     batch_size: int
     lookahead: int
     epochs: dict[int, _OpenEpoch] = field(default_factory=dict)
-    _window: range | None = None
+    _window: range | None = field(default=None, init=False)
 
     def _open(self, epoch: int) -> _OpenEpoch:
         plan = self.recipe.build(epoch)

@@ -124,7 +124,8 @@ class Synthesizer:
         Fast mode's approximations (see ``SamplerSettings``; speed and PSNR in benchmarks/RESULTS.md):
         ``guidance_until`` < 1: CFG over that first fraction of the steps only; ``deep_cache`` = k > 1:
         the whole UNet every k steps, its deep features reused in between (torch backend).
-        ``fast=True`` sets those not given to the fast preset (0.5 and 2); both default to exact."""
+        ``fast=True`` sets those not given to the fast preset (``FAST_GUIDANCE_UNTIL`` = 1.0, i.e. guidance
+        on every step, and ``FAST_DEEP_CACHE`` = 2); both default to exact."""
         request = build_request(self.prompts, labels, seeds, prompt_ids)
         if guidance_until is None:
             guidance_until = FAST_GUIDANCE_UNTIL if fast else 1.0

@@ -5,16 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from histoaug.data.pcam import PCam
-from histoaug.sample import sample_root
+from histoaug.sample import SAMPLE_ALIAS, resolve_data_root
 
-SAMPLE_ALIAS = "sample"
-
-
-def resolve_data_root(data: str | Path) -> Path:
-    """``"sample"`` -> the bundled sample dir (unless a ``./sample`` path exists); else the path."""
-    if str(data) == SAMPLE_ALIAS and not Path(SAMPLE_ALIAS).exists():
-        return sample_root()
-    return Path(data).expanduser()
+__all__ = ["SAMPLE_ALIAS", "open_split", "resolve_data_root"]
 
 
 def open_split(data: str | Path, split: str = "train") -> PCam:

@@ -291,6 +291,10 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
                     _preview(pipe, raw_unet, ema, prompt_embeds, bank, uncond_index, config, resolution, device,
                              folder / PREVIEW_FILE)
                 accelerator.wait_for_everyone()
+    except BaseException:
+        del unet  # the same order on the way out of a failed run (see _end_training)
+        _end_training(accelerator)
+        raise
     finally:
         bar.close()
         if log is not None:
