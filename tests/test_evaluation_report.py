@@ -267,6 +267,9 @@ def test_eval_cli_writes_the_report_directory(small_real, synthetic_files, tmp_p
         assert noise["coverage"] < 0.2 < real_valid["coverage"] and noise["recall"] < 0.2 < real_valid["recall"]
         assert noise["density"] < 0.5 < real_valid["density"]
     assert metrics["two_sample_test"]["noise"]["auc"] > 0.9
+    reference = metrics["two_sample_reference"]["auc"]  # real train vs real test: below noise vs real
+    assert 0.0 <= reference < metrics["two_sample_test"]["noise"]["auc"]
+    assert f"scores AUC {reference:.3f}" in (out / "report.md").read_text()
     assert metrics["synthetic_sets"][0]["prompts"] == {"0": 4, "1": 4, "2": 4, "3": 4}
     report = (out / "report.md").read_text()
     for heading in ("Distribution distances", "Downstream utility", "Label fidelity", "Patches: real vs synthetic"):

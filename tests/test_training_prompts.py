@@ -114,7 +114,7 @@ def test_other_split_assigned_to_the_training_centres(built, vit_dir, tmp_path, 
     np.testing.assert_array_equal(assignment.morphology, expected)
     np.testing.assert_array_equal(assignment.prompt_ids, data.labels.astype(np.int64) * K + expected)
     assert assignment.attrs["split"] == "valid" and assignment.attrs["centers_from"] == str(out)
-    other = save_tiny_vit(tmp_path / "other_vit")
+    other = save_tiny_vit(tmp_path / "other_vit", seed=1)
     assert main(["prompts", "build", "sample", "--split", "valid", "--embedder", str(other), "--centers-from",
                  str(out), "--out", str(tmp_path / "v2"), "--cache-dir", str(cache)]) == 2
     assert "fitted with" in capsys.readouterr().err
@@ -142,7 +142,7 @@ def test_embedder_uses_the_model_and_its_hash_keys_the_cache(vit_dir, tmp_path):
     # same blocks read and preprocessed in DataLoader workers: bit-identical
     workers = embed_dataset(data, embedder, batch_size=7, use_cache=False, num_workers=2, progress=False)
     assert torch.equal(workers.embeddings, first.embeddings)
-    other = save_tiny_vit(tmp_path / "vit2")  # new random weights -> another model hash
+    other = save_tiny_vit(tmp_path / "vit2", seed=1)  # other random weights -> another model hash
     second = embed_dataset(data, TransformersEmbedder(str(other)), cache_dir=tmp_path, progress=False)
     assert not second.from_cache and second.model_hash != first.model_hash
     assert len(list(tmp_path.glob("*.safetensors"))) == 2

@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def save_tiny_vit(directory: Path) -> Path:
-    """A 2-layer ViT (hidden 32, 32x32 input, 8x8 patches) with its image processor, as a local dir."""
+def save_tiny_vit(directory: Path, seed: int = 0) -> Path:
+    """A 2-layer ViT (hidden 32, 32x32 input, 8x8 patches) with its image processor, as a local dir;
+    its random weights are a function of ``seed``."""
+    import torch
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                        image_size=32, patch_size=8)
-    ViTModel(config, add_pooling_layer=False).save_pretrained(directory)
+    with torch.random.fork_rng():  # the same random weights whatever ran before (tests compare its features)
+        torch.manual_seed(seed)
+        model = ViTModel(config, add_pooling_layer=False)
+    model.save_pretrained(directory)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
     return directory
 

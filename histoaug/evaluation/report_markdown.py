@@ -80,7 +80,17 @@ def _fidelity_section(metrics: dict[str, Any], names: list[str]) -> list[str]:
         ["two-sample test patches per side / folds", *(f"{c2st[n]['items_per_side']} / {c2st[n]['folds']}"
                                                      for n in names)],
     ]
-    return [*lines, *_table(["", *names], rows), ""]
+    reference = metrics.get("two_sample_reference")
+    if reference is None:  # metrics written before the reference existed
+        note = []
+    elif reference["auc"] is None:
+        note = [f"Reference (real train vs real test): not measured, {reference['why_not']}.", ""]
+    else:
+        note = [f"Reference: the same two-sample test between real **train** patches and the real test patches "
+                f"(same label mix) scores AUC {reference['auc']:.3f}; a generator that reproduced the train split "
+                "exactly would score about that, so read each set's two-sample AUC against it (a test split from "
+                "other slides or tissues makes it high).", ""]
+    return [*lines, *_table(["", *names], rows), "", *note]
 
 
 def _grids_section(metrics: dict[str, Any], names: list[str]) -> list[str]:
