@@ -7,7 +7,6 @@ left behind (``no_pool_leftovers``).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import os
