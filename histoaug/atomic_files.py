@@ -57,10 +57,14 @@ def _fsync_tree(root: Path) -> None:
             _fsync_directory(path)
 
 
-def temporary_sibling(target: str | Path, *, directory: bool = False) -> Path:
-    """A new, uniquely named file (or directory) next to ``target`` for staging its content."""
+def temporary_sibling(target: str | Path, *, directory: bool = False, make_parents: bool = True) -> Path:
+    """A new, uniquely named file (or directory) next to ``target`` for staging its content.
+
+    ``make_parents=False``: a missing parent directory is an error (FileNotFoundError) instead of
+    being created, for writers into a directory that someone else may be removing."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}."
     if directory:
         staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
@@ -105,14 +109,14 @@ def publish(staging: str | Path, target: str | Path, *, replace: bool = False, d
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | Path, *, durable: bool = False) -> Iterator[Path]:
+def atomic_path(target: str | Path, *, durable: bool = False, make_parents: bool = True) -> Iterator[Path]:
     """Yield a temporary file path to write ``target``'s content to; renamed onto ``target`` on success.
 
     The path exists (empty) when yielded, so writers that open by name (h5py, PIL, safetensors)
     can use it directly.
     """
     target = Path(target)
-    staging = temporary_sibling(target)
+    staging = temporary_sibling(target, make_parents=make_parents)
     try:
         yield staging
         publish(staging, target, durable=durable)
@@ -144,7 +148,7 @@ def write_text(target: str | Path, text: str, *, durable: bool = False) -> None:
         staging.write_text(text, encoding="utf-8")
 
 
-def write_bytes(target: str | Path, data: bytes, *, durable: bool = False) -> None:
-    """Write ``data`` to ``target`` atomically."""
-    with atomic_path(target, durable=durable) as staging:
+def write_bytes(target: str | Path, data: bytes, *, durable: bool = False, make_parents: bool = True) -> None:
+    """Write ``data`` to ``target`` atomically (``make_parents``: see :func:`temporary_sibling`)."""
+    with atomic_path(target, durable=durable, make_parents=make_parents) as staging:
         staging.write_bytes(data)

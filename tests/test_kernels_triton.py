@@ -29,8 +29,9 @@ def device(request, monkeypatch) -> torch.device:
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     from histoaug.kernels.dispatch import interpreter_unavailable_reason, triton_import_error
 
-    if triton_import_error() is not None:
-        pytest.skip(triton_import_error())
+    missing = triton_import_error()
+    if missing is not None:
+        pytest.skip(missing)
     reason = interpreter_unavailable_reason()
     # conftest imports Triton in interpreter mode on machines without CUDA: a failure here is a
     # regression of that set-up, not a reason to skip the kernel checks

@@ -80,10 +80,8 @@ def _fidelity_section(metrics: dict[str, Any], names: list[str]) -> list[str]:
         ["two-sample test patches per side / folds", *(f"{c2st[n]['items_per_side']} / {c2st[n]['folds']}"
                                                      for n in names)],
     ]
-    reference = metrics.get("two_sample_reference")
-    if reference is None:  # metrics written before the reference existed
-        note = []
-    elif reference["auc"] is None:
+    reference = metrics["two_sample_reference"]
+    if reference["auc"] is None:
         note = [f"Reference (real train vs real test): not measured, {reference['why_not']}.", ""]
     else:
         note = [f"Reference: the same two-sample test between real **train** patches and the real test patches "

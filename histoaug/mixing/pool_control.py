@@ -21,7 +21,6 @@ import contextlib
 import json
 import mmap
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -118,7 +117,8 @@ class StatsFile:
             self._pid = os.getpid()
             try:
                 path = self.directory / f"{STATS_PREFIX}{self._pid}-{time.monotonic_ns()}"
-                _create_in_existing_directory(path, bytes(8 * _COUNTERS))
+                # never re-create the session: it may be being removed (an orphaned producer's clean-up)
+                write_bytes(path, bytes(8 * _COUNTERS), make_parents=False)
                 with open(path, "r+b") as handle:
                     self._map = np.frombuffer(mmap.mmap(handle.fileno(), 8 * _COUNTERS), dtype=np.float64)
             except OSError:  # session removed (pool closed): statistics are best effort
@@ -130,20 +130,6 @@ class StatsFile:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["directory"])
-
-
-def _create_in_existing_directory(path: Path, data: bytes) -> None:
-    """Write ``path`` whole (staged under a dot name, then renamed), never creating its directory:
-    a session being removed must not come back because a statistics write landed meanwhile."""
-    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(staging)
-        raise
 
 
 def read_stats(directory: Path) -> np.ndarray:

@@ -50,10 +50,11 @@ from histoaug.data.pcam_files import PATCH_SHAPE
 from histoaug.errors import ArtifactError, HistoaugError, OutputWriteError
 from histoaug.image_metrics import psnr_from_mse
 from histoaug.prompts import PROMPTS_FILE
+from histoaug.sample import resolve_data_root
 from histoaug.training.base_model import load_base_pipeline
 from histoaug.training.batches import NOISE_STREAM, BatchPlan, StepBatches, sample_generator
 from histoaug.training.checkpoints import TrainingState, load_checkpoint, save_checkpoint
-from histoaug.training.data_source import open_split, resolve_data_root
+from histoaug.training.data_source import open_split
 from histoaug.training.hashing import dataset_hash
 from histoaug.training.run_config import AutoencoderTrainConfig
 from histoaug.training.run_dir import LOG_FILE, prepare_out, save_pipeline_into, write_run_record

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from histoaug.data.pcam import PCam
-from histoaug.sample import SAMPLE_ALIAS, resolve_data_root
-
-__all__ = ["SAMPLE_ALIAS", "open_split", "resolve_data_root"]
+from histoaug.sample import resolve_data_root
 
 
 def open_split(data: str | Path, split: str = "train") -> PCam:

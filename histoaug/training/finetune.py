@@ -291,19 +291,16 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
                     _preview(pipe, raw_unet, ema, prompt_embeds, bank, uncond_index, config, resolution, device,
                              folder / PREVIEW_FILE)
                 accelerator.wait_for_everyone()
-    except BaseException:
-        del unet  # the same order on the way out of a failed run (see _end_training)
-        _end_training(accelerator)
-        raise
     finally:
         bar.close()
         if log is not None:
             log.close()
+        del unet  # the DDP wrapper is not needed past the loop, and must go first (see _release_ddp_wrapper)
+        _release_ddp_wrapper(accelerator)
     result.seconds = time.perf_counter() - started
     if result.steps < config.steps:
         logger.info("stopped at step %d of %d; continue with --resume", result.steps, config.steps)
-        del unet
-        _end_training(accelerator)
+        accelerator.end_training()
         return result
 
     if is_main:
@@ -313,14 +310,13 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
                  out / PREVIEW_FILE)
         _save_final(pipe, raw_unet, out)
     accelerator.wait_for_everyone()
-    del unet
-    _end_training(accelerator)
+    accelerator.end_training()
     result.finished = True
     return result
 
 
-def _end_training(accelerator) -> None:
-    """Free the DDP wrapper, then destroy the process group (the caller has dropped its reference).
+def _release_ddp_wrapper(accelerator) -> None:
+    """Free the DDP wrapper before the process group is destroyed (the caller dropped its reference).
 
     DDP's gradient reducer holds a reference to the process group and is freed with the GIL held.
     Freed after ``destroy_process_group``, it drops the last reference and the gloo group's
@@ -331,7 +327,6 @@ def _end_training(accelerator) -> None:
     """
     accelerator.free_memory()
     gc.collect()
-    accelerator.end_training()
 
 
 def _micro_step(batch: dict[str, torch.Tensor], *, unet, vae, noise_scheduler, prompt_embeds: torch.Tensor,
