@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from data_loading import build_files
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.data_loading import build_files
 from histoaug import SyntheticPCam, load_synthesizer
 from histoaug.generation.pcam_output import generate_block, write_pcam
 from histoaug.generation.settings import GenerationSettings

@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import pytest
+from data_loading import TorchvisionStylePCam, build_files, run_epoch
 
-from benchmarks.data_loading import TorchvisionStylePCam, build_files, run_epoch
 from histoaug import PCam
 
 ITEMS = 8192

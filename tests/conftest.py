@@ -54,7 +54,7 @@ def no_pool_leftovers():
     """Fails the test if it leaves a producer process, a temporary store or shared memory behind."""
     import gc
 
-    from tests.pool_processes import leftovers, producer_pids, wait_until
+    from pool_processes import leftovers, producer_pids, wait_until
 
     processes, files = producer_pids(), leftovers()
     yield

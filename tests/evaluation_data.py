@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pcam_files import write_release_split
 
 from histoaug import PCam, PCamWriter, sample_root
-from tests.pcam_files import write_release_split
 
 # split of the small root -> (split of the bundled sample, first patch per label, patches per label).
 # The sample's own test split is held-out images (hard for a 24-patch probe); these tests check the

@@ -11,8 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# package-dir mapping of pyproject.toml: the top-level kernels/ and export/ install inside histoaug
-PACKAGE_DIRS = {"histoaug": REPO / "histoaug", "histoaug.kernels": REPO / "kernels", "histoaug.export": REPO / "export"}
+# package-dir mapping of pyproject.toml: the top-level kernels/src and export/src install inside histoaug
+PACKAGE_DIRS = {"histoaug": REPO / "histoaug", "histoaug.kernels": REPO / "kernels" / "src",
+                "histoaug.export": REPO / "export" / "src"}
 
 
 def _module_files() -> dict[str, Path]:

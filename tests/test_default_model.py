@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from synthesis_models import psnr
 
 import histoaug
 from histoaug import PCam
@@ -14,7 +15,6 @@ from histoaug.cli.main import main
 from histoaug.errors import ArtifactError
 from histoaug.synthesis.artifact_format import MANIFEST_FILE, verify_manifest
 from histoaug.synthesis.model_source import DEFAULT_MODEL_DIR, open_model
-from tests.synthesis_models import psnr
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from evaluation_data import real_split, write_small_real, write_synthetic_file
 
 from histoaug import sample_root
 from histoaug.cli.main import main
 from histoaug.errors import InvalidArgumentError
 from histoaug.evaluation import ClassifierConfig, evaluate_synthetic, fit_classifier, predict_scores
-from tests.evaluation_data import real_split, write_small_real, write_synthetic_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

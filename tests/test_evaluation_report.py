@@ -8,8 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from evaluation_data import real_split, write_small_real, write_synthetic_file
 from PIL import Image
 from scipy import linalg
+from training_models import save_tiny_vit
 
 from histoaug.cli.main import main
 from histoaug.errors import ArtifactError
@@ -24,8 +26,6 @@ from histoaug.evaluation.features import (
 from histoaug.evaluation.frechet import GaussianStatistics, frechet_distance, frechet_distance_of
 from histoaug.evaluation.prdc import compute_prdc
 from histoaug.evaluation.projection import project
-from tests.evaluation_data import real_split, write_small_real, write_synthetic_file
-from tests.training_models import save_tiny_vit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from synthesis_models import tiny_model_dir
 
 from histoaug.cli.main import main
-from tests.synthesis_models import tiny_model_dir
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_classifier.py"
 

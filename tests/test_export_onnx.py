@@ -7,13 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+from synthesis_models import psnr, tiny_artifact_dir, tiny_model_dir
 
 import histoaug
 from histoaug.cli.main import main as cli_main
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputExistsError
 from histoaug.export.artifact import ExportSettings, export_model
 from histoaug.export.graph_checks import attention_blocks, check_fused_attention, op_counts, opset_of
-from tests.synthesis_models import psnr, tiny_artifact_dir, tiny_model_dir
 
 pytestmark = pytest.mark.slow  # one ~15 s export shared by the module
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from synthesis_models import tiny_model_dir, tiny_prompts
 
 from histoaug import PCam, load_synthesizer
 from histoaug.cli.main import main
 from histoaug.synthesis.defaults import FAST_DEEP_CACHE, FAST_GUIDANCE_UNTIL
-from tests.synthesis_models import tiny_model_dir, tiny_prompts
 
 FAST = ["--steps", "3", "--quiet"]
 
@@ -138,8 +138,10 @@ def test_sigkill_midway_then_resume_gives_identical_datasets(model, tmp_path, ca
 
 
 @pytest.mark.slow
-def test_ray_two_workers_equal_single_process(model, tmp_path):
+def test_ray_two_workers_equal_single_process(model, tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="Ray is in the 'distributed' and 'dev' extras")
+    # from the repository root: Ray puts the driver's working directory on its workers' sys.path
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     args = ["--n", "12", "--model", str(model), "--batch-size", "4", *FAST]
     assert main(["generate", "--out", str(tmp_path / "single.h5"), *args]) == 0
     assert main(["generate", "--out", str(tmp_path / "ray.h5"), "--ray", "--ray-workers", "2", *args]) == 0

@@ -12,9 +12,9 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from synthesis_models import psnr
 
 import histoaug
-from tests.synthesis_models import psnr
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 

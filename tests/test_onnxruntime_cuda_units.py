@@ -99,7 +99,7 @@ def test_reduced_precision_exports_are_verified_where_they_run(monkeypatch) -> N
 
 def test_cpu_backend_lifecycle(tmp_path_factory) -> None:
     """prepare/close/runtime_id exist on the CPU path too (prepare is a no-op there)."""
-    from tests.synthesis_models import tiny_artifact_dir
+    from synthesis_models import tiny_artifact_dir
 
     backend = ortb.OnnxRuntimeBackend(tiny_artifact_dir(tmp_path_factory) / "onnx", torch.device("cpu"), "fp32",
                                       threads=1)

@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from pcam_files import random_patches, write_release_split
 from torch.utils.data import DataLoader
 
 from histoaug import PCam, PCamFilesNotFoundError, PCamFormatError
 from histoaug.data.pcam_files import split_file_name
-from tests.pcam_files import random_patches, write_release_split
 
 
 @pytest.mark.parametrize(

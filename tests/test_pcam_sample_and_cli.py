@@ -11,6 +11,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from pcam_files import random_patches, write_release_split
 
 import histoaug
 from histoaug import PCam, sample_root
@@ -19,7 +20,6 @@ from histoaug.data.pcam_files import split_file_name
 from histoaug.errors import PCamFilesNotFoundError
 from histoaug.sample import packaged_sample_dir, unpack_sample
 from histoaug.sample_archive import mosaic_name, read_index, read_split
-from tests.pcam_files import random_patches, write_release_split
 
 SPLITS = ("train", "valid", "test")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from pcam_files import random_patches
 
 from histoaug import InvalidArgumentError, OutputExistsError, PCam, PCamWriter
 from histoaug.data.pcam_writer import work_path, write_pcam_split
-from tests.pcam_files import random_patches
 
 
 def test_single_file_with_extras_reads_back_everywhere(tmp_path):

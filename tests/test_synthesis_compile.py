@@ -10,13 +10,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from synthesis_models import psnr, tiny_artifact_dir, tiny_model_dir
 
 import histoaug
 from histoaug.benchmarking import BackendSpec
 from histoaug.cli.main import main
 from histoaug.errors import InvalidArgumentError
 from histoaug.synthesis.backends.torch_backend import compile_unavailable_reason
-from tests.synthesis_models import psnr, tiny_artifact_dir, tiny_model_dir
 
 STEPS = 3
 LABELS, SEEDS = [0, 1, 0, 1], [31, 32, 33, 34]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthesis_models import psnr, tiny_model_dir
 
 import histoaug
 from histoaug.errors import ArtifactError, InvalidArgumentError
 from histoaug.synthesis.requests import prompt_for_seed
-from tests.synthesis_models import psnr, tiny_model_dir
 
 STEPS = 4
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from synthesis_models import tiny_model_dir
 
 import histoaug
 from histoaug.errors import InvalidArgumentError
@@ -14,7 +15,6 @@ from histoaug.synthesis.backends.registry import BACKEND_NAMES, BACKENDS
 from histoaug.synthesis.backends.selection import COMPILE_PAYS_FROM_PATCHES, choose_runtime, cpu_has_native_bf16
 from histoaug.synthesis.backends.torch_backend import compile_unavailable_reason
 from histoaug.synthesis.model_source import open_model
-from tests.synthesis_models import tiny_model_dir
 
 CPU = torch.device("cpu")
 COMPILES_HERE = compile_unavailable_reason(CPU) is None and cpu_has_native_bf16()

@@ -6,11 +6,11 @@ import importlib.util
 
 import pytest
 import torch
+from synthesis_models import psnr, tiny_artifact_dir
 
 import histoaug
 from histoaug.errors import InvalidArgumentError
 from histoaug.synthesis.backends.tensorrt_backend import unavailable_reason
-from tests.synthesis_models import psnr, tiny_artifact_dir
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
 

@@ -8,11 +8,11 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
+from pcam_files import random_patches, write_release_split
+from synthesis_models import tiny_model_dir
 
 from histoaug import InvalidArgumentError, SyntheticPCam
 from histoaug.mixing.synthetic_swap import SyntheticSwap
-from tests.pcam_files import random_patches, write_release_split
-from tests.synthesis_models import tiny_model_dir
 
 
 @pytest.fixture()

@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
-from tests.pcam_files import random_patches, write_release_split
-from tests.synthesis_models import tiny_model_dir
+from pcam_files import random_patches, write_release_split
+from synthesis_models import tiny_model_dir
 
 ITEMS = 10
 RANK_SCRIPT = """

@@ -7,10 +7,10 @@ import multiprocessing
 import numpy as np
 import pytest
 import torch
+from pcam_files import random_patches, write_release_split
 from torch.utils.data import DataLoader
 
 from histoaug import InvalidArgumentError, PCam, PCamWriter, SyntheticPCam
-from tests.pcam_files import random_patches, write_release_split
 
 REAL_ITEMS = 200
 

@@ -7,14 +7,14 @@ import multiprocessing
 import albumentations as A
 import numpy as np
 import pytest
+from pcam_files import random_patches, write_release_split
+from pool_processes import process_gone
+from synthesis_models import tiny_model_dir
 from torch.utils.data import DataLoader
 
 from histoaug import ArtifactError, PoolConfig, SyntheticPCam, load_synthesizer
 from histoaug.mixing.synthetic_swap import SyntheticSwap
 from histoaug.seeding import SampleAssigner
-from tests.pcam_files import random_patches, write_release_split
-from tests.pool_processes import process_gone
-from tests.synthesis_models import tiny_model_dir
 
 OPTIONS = {"steps": 2, "guidance": 2.0}
 ITEMS = 24

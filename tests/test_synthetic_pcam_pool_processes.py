@@ -15,18 +15,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from pcam_files import random_patches, write_release_split
+from pool_processes import process_gone, producer_pids, wait_until
 from safetensors.torch import load_file, save_file
+from synthesis_models import tiny_model_dir
 from torch.utils.data import DataLoader
 
 from histoaug import OutputWriteError, PoolConfig, SyntheticPCam
 from histoaug.mixing.pool import SynthesisPoolError
 from histoaug.mixing.pool_store import epoch_path
-from tests.pcam_files import random_patches, write_release_split
-from tests.pool_processes import process_gone, producer_pids, wait_until
-from tests.synthesis_models import tiny_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_pool_leftovers")]
 
@@ -72,6 +73,8 @@ image, label = dataset[index]
 print("ok", image.shape, image.std() > 0, flush=True)
 """
 # what a notebook kernel does: run a cell's code in a __main__ namespace that has no __file__
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+
 KERNEL_DRIVER = """
 import sys, types
 main = types.ModuleType("__main__")
@@ -80,7 +83,7 @@ exec(compile(sys.stdin.read(), "<cell>", "exec"), main.__dict__)
 """
 
 
-@pytest.mark.parametrize("how", ["script", "dash_c", "stdin", "kernel"])
+@pytest.mark.parametrize("how", ["script", "dash_c", "stdin", "kernel", "dash_c_at_repository_root"])
 def test_a_pool_starts_from_any_entry_point_without_a_main_guard(how, real_root, model, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(USER_CODE)
@@ -89,9 +92,12 @@ def test_a_pool_starts_from_any_entry_point_without_a_main_guard(how, real_root,
         "dash_c": (["-c", USER_CODE], None),
         "stdin": (["-"], USER_CODE),
         "kernel": (["-c", KERNEL_DRIVER], USER_CODE),
+        "dash_c_at_repository_root": (["-c", USER_CODE], None),
     }[how]
+    # at the repository root, the root is on sys.path of the user's process and of the producer
+    cwd = REPOSITORY_ROOT if how == "dash_c_at_repository_root" else tmp_path
     result = subprocess.run([sys.executable, *command, str(real_root), model], input=stdin, capture_output=True,
-                            text=True, cwd=tmp_path, timeout=180)
+                            text=True, cwd=cwd, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok (96, 96, 3) True"
 

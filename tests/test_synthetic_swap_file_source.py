@@ -5,10 +5,10 @@ from __future__ import annotations
 import albumentations as A
 import numpy as np
 import pytest
+from pcam_files import random_patches
 
 from histoaug import InvalidArgumentError, PCamWriter
 from histoaug.mixing.synthetic_swap import SyntheticSwap
-from tests.pcam_files import random_patches
 
 
 @pytest.fixture()

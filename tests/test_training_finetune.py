@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_models import save_tiny_vit
 
 from histoaug import PCam, sample_root
 from histoaug.cli.main import main
@@ -15,7 +17,6 @@ from histoaug.prompts import PromptBank
 from histoaug.training import PromptBuildConfig, build_prompts
 from histoaug.training.batches import BatchPlan, StepBatches, augment
 from histoaug.training.checkpoints import list_checkpoints
-from tests.training_models import save_tiny_vit
 
 STEPS = 32
 
@@ -246,10 +247,13 @@ def test_two_processes_match_one_process(prompts_dir, tmp_path):
         "from histoaug.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # started at the repository root with the root on every rank's sys.path, as `python -m` there
+    # does: no top-level folder of the repository may shadow what the ranks import
+    repository_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": repository_root}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(entry), *args(tmp_path / "ddp", 4)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=540)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=540, cwd=repository_root)
     assert done.returncode == 0, f"torchrun exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     assert done.stdout.count("DDP wrappers alive at end_training: 0") == 2, done.stdout[-2000:]
     assert main(args(tmp_path / "single", 8)) == 0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_models import save_tiny_text_model, save_tiny_vit
 
 from histoaug import PCam, sample_root
 from histoaug.cli.main import main
@@ -25,7 +26,6 @@ from histoaug.training import (
 )
 from histoaug.training.embedding import EmbedderLoadError
 from histoaug.training.requirements import TrainingDependencyError
-from tests.training_models import save_tiny_text_model, save_tiny_vit
 
 K = 6
 
