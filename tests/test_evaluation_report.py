@@ -205,7 +205,7 @@ def test_inception_offline_without_weights_names_the_option(small_real, syntheti
         locate_inception()
     assert main(["eval", str(synthetic_files[0]), "--real", str(small_real), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--inception-weights PATH" in err and "downloading it failed" in err
+    assert err.count("\n") == 1 and "--inception-weights PATH" in err and "cannot be downloaded" in err
 
 
 def test_transformers_feature_space_is_a_frechet_distance_not_a_fid(small_real, tmp_path):
@@ -254,6 +254,9 @@ def test_eval_cli_writes_the_report_directory(small_real, synthetic_files, tmp_p
     printed = capsys.readouterr().out
     assert printed.startswith("real-valid: Frechet stain-texture distance") and "noise: " in printed
     metrics = json.loads((out / "metrics.json").read_text())
+    check = metrics["label_fidelity"]["probe_check"]  # a 1-epoch probe: its fidelity is flagged if weak
+    assert check["passed"] == (metrics["label_fidelity"]["real_probe_test_accuracy"] >= check["min_real_accuracy"])
+    assert ("label fidelity withheld" in printed) == (not check["passed"])
     assert [s["name"] for s in metrics["synthetic_sets"]] == ["real-valid", "noise"]
     stain, vit_space = metrics["distances"]
     assert stain["space"] == "stain-texture" and vit_space["distance_name"] == f"FD ({vit})"
@@ -305,3 +308,61 @@ def test_eval_argument_errors_are_one_line_before_any_work(small_real, synthetic
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "report").exists()
+
+
+def _input_error_cases(small_real, good, tmp_path):
+    import shutil
+
+    import h5py
+
+    train_only = tmp_path / "train_only"
+    train_only.mkdir()
+    for path in small_real.glob("*_train_*.h5"):
+        shutil.copy(path, train_only / path.name)
+    not_pcam = tmp_path / "not_pcam.h5"
+    with h5py.File(not_pcam, "w") as handle:
+        handle["something"] = np.zeros(3)
+    wrong_shape = tmp_path / "wrong_shape.h5"
+    with h5py.File(wrong_shape, "w") as handle:
+        handle["x"] = np.zeros((4, 32, 32, 3), np.uint8)
+        handle["y"] = np.zeros((4, 1, 1, 1), np.uint8)
+    stain = ["--features", "stain-texture"]
+    return {
+        "offline_without_flags": [str(good), "--real", str(small_real)],  # inception by default, no weights
+        "real_with_only_train_files": [str(good), "--real", str(train_only), *stain],
+        "a_non_pcam_h5": [str(not_pcam), "--real", str(small_real), *stain],
+        "a_wrong_shape_h5": [str(wrong_shape), "--real", str(small_real), *stain],
+        "a_missing_root": [str(good), "--real", str(tmp_path / "nowhere"), *stain],
+    }
+
+
+def test_eval_input_errors_are_one_line_with_no_progress_bar(small_real, synthetic_files, tmp_path, capsys,
+                                                             monkeypatch):
+    """With progress bars on (the default), a bad input is still exactly one line on stderr: every
+    input is opened before the first bar is drawn."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name, args in _input_error_cases(small_real, synthetic_files[0], tmp_path).items():
+        assert main(["eval", *args, "--out", str(tmp_path / "report")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("histoaug: error: "), f"{name}: {err!r}"
+        assert "\r" not in err and "stage" not in err, f"{name}: a progress bar was drawn: {err!r}"
+        assert not (tmp_path / "report").exists()
+
+
+def test_label_fidelity_from_a_probe_near_chance_is_withheld():
+    from histoaug.evaluation.report import MIN_FIDELITY_PROBE_ACCURACY, fidelity_probe_check
+    from histoaug.evaluation.report_markdown import _fidelity_section
+
+    weak = fidelity_probe_check(0.476, "test")
+    assert not weak["passed"] and "0.476" in weak["withheld_because"] and "--test-split valid" in weak["withheld_because"]
+    good = fidelity_probe_check(MIN_FIDELITY_PROBE_ACCURACY + 0.1, "valid")
+    assert good["passed"] and good["withheld_because"] is None
+
+    agreement = {"overall": 0.863, "by_label": {}}
+    metrics = {"label_fidelity": {"real_probe_test_auc": 0.664, "real_probe_test_accuracy": 0.476,
+                                  "plain_probe_test_accuracy": 0.5, "blur_sigma": 1.5, "probe_check": weak,
+                                  "sets": {"s": {"blur_probe": agreement, "plain_probe": agreement}}},
+               "two_sample_test": {"s": {"auc": 0.9, "items_per_side": 10, "folds": 2}},
+               "two_sample_reference": {"auc": 0.8, "items_per_side": 10, "folds": 2}, "downstream": [],
+               "real": {"test_split": "test"}}
+    assert "not reliable here and is withheld" in "\n".join(_fidelity_section(metrics, ["s"]))

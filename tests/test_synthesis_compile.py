@@ -35,7 +35,7 @@ import json, sys
 import numpy as np
 import histoaug
 from histoaug.synthesis import compile_cache
-synth = histoaug.load_synthesizer(sys.argv[1], device="cpu")  # auto, no flags: the default path
+synth = histoaug.load_synthesizer(sys.argv[1], device="cpu", batch_size=4)  # auto, no flags, warm cache
 images = synth.generate({labels}, {seeds}, steps={steps}, batch_size=4)
 np.save(sys.argv[2], images)
 print(json.dumps({{"events": dict(compile_cache.CACHE_EVENTS), "choice": synth.choice.as_dict(),
@@ -51,7 +51,9 @@ def test_compiled_unet_matches_eager_and_a_second_process_reuses_the_compile(mod
 
     monkeypatch.setenv("HISTOAUG_CACHE", str(tmp_path / "cache"))
     eager = histoaug.load_synthesizer(model_dir, backend="torch", dtype="bf16")
-    compiled = histoaug.load_synthesizer(model_dir, device="cpu")  # auto: compiled bf16 for a long-lived synthesizer
+    cold = histoaug.load_synthesizer(model_dir, device="cpu", batch_size=4)  # auto, job size unknown, cold cache
+    assert not cold.compiled and "job size unknown" in cold.choice.reason
+    compiled = histoaug.load_synthesizer(model_dir, device="cpu", batch_size=4, expected_patches=10**6)
     assert compiled.compiled and not eager.compiled and "compiled=True" in repr(compiled)
     assert json.loads(compiled.runtime_id)["compile"] == "aotinductor"
     misses = compile_cache.CACHE_EVENTS["miss"]
@@ -63,6 +65,13 @@ def test_compiled_unet_matches_eager_and_a_second_process_reuses_the_compile(mod
     shuffled = compiled.generate([LABELS[i] for i in order], [SEEDS[i] for i in order], steps=STEPS, batch_size=4)
     np.testing.assert_array_equal(shuffled, first[order])  # same layout -> bit-identical in any order
     assert compile_cache.CACHE_EVENTS["miss"] == misses + 1  # compiled once per shape
+    # shorter calls are padded to the compiled shape: no new compile, and the same patches bit for bit
+    np.testing.assert_array_equal(compiled.generate(LABELS[:3], SEEDS[:3], steps=STEPS), first[:3])
+    np.testing.assert_array_equal(compiled.generate(LABELS[3:], SEEDS[3:], steps=STEPS), first[3:])
+    assert compile_cache.CACHE_EVENTS["miss"] == misses + 1
+    # now the cache holds the job's shape: auto compiles a job of unknown size too (a ~1 s load)
+    warm = histoaug.load_synthesizer(model_dir, device="cpu", batch_size=4)
+    assert warm.compiled and "holds 1 of the 1" in warm.choice.reason
 
     # a fresh process with the same cache loads the package instead of compiling, and rounds the same
     script = SECOND_PROCESS.format(labels=LABELS, seeds=SEEDS, steps=STEPS)

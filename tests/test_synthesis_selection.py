@@ -11,8 +11,9 @@ from synthesis_models import tiny_model_dir
 
 import histoaug
 from histoaug.errors import InvalidArgumentError
+from histoaug.synthesis import compile_cache
 from histoaug.synthesis.backends.registry import BACKEND_NAMES, BACKENDS
-from histoaug.synthesis.backends.selection import COMPILE_PAYS_FROM_PATCHES, choose_runtime, cpu_has_native_bf16
+from histoaug.synthesis.backends.selection import choose_runtime, compile_pays, cpu_has_native_bf16
 from histoaug.synthesis.backends.torch_backend import compile_unavailable_reason
 from histoaug.synthesis.model_source import open_model
 
@@ -32,19 +33,58 @@ def test_registry_is_the_one_table() -> None:
         histoaug.load_synthesizer("default", backend="jax")
 
 
+def _warm(model, unet_batch: int) -> None:
+    """Puts a (dummy) package where the compile cache keeps the UNet of this shape: what ``auto`` checks."""
+    path = compile_cache.package_path(compile_cache_key(model, unet_batch))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+def compile_cache_key(model, unet_batch: int) -> str:
+    from histoaug.synthesis.backends.torch_backend import SHORT_SEQUENCE_ATTENTION, unet_package_key
+
+    shapes = ((unet_batch, model.latent_channels, model.latent_size, model.latent_size), (unet_batch,),
+              (unet_batch, *model.embeddings.cond.shape[1:]))
+    return unet_package_key(model.model_id, "bf16", shapes, CPU, SHORT_SEQUENCE_ATTENTION, True)
+
+
 @pytest.mark.skipif(not COMPILES_HERE, reason="Inductor cannot compile bf16 on this CPU")
-def test_auto_compiles_long_or_open_ended_jobs_on_cpu(model) -> None:
-    for expected in (None, COMPILE_PAYS_FROM_PATCHES, 10**6):
-        choice = choose_runtime(model, CPU, expected_patches=expected)
-        assert (choice.backend, choice.dtype, choice.compile) == ("torch", "bf16", True)
-        assert "fastest measured" in choice.reason
+def test_the_compile_decision_against_a_cold_and_a_warm_cache(model, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HISTOAUG_CACHE", str(tmp_path))
+    # cold cache: a job of unknown size is not made to wait ~40 s; a long one is
+    cold = choose_runtime(model, CPU)
+    assert (cold.backend, cold.dtype, cold.compile) == ("torch", "fp32", False)
+    assert "job size unknown" in cold.reason and "expected_patches" in cold.reason
+    assert not choose_runtime(model, CPU, expected_patches=1024).compile  # saves ~17 s < a ~40 s compile
+    assert choose_runtime(model, CPU, expected_patches=10**5).compile
+    # warm cache (guidance 2: UNet batch 64 for blocks of 32): compiling pays at 1024 patches, and for
+    # a job of unknown size; a tiny job still does not pay even the ~1 s load
+    _warm(model, 64)
+    for expected in (None, 1024, 10**6):
+        warm = choose_runtime(model, CPU, expected_patches=expected)
+        assert (warm.backend, warm.dtype, warm.compile) == ("torch", "bf16", True), warm.reason
+        assert "holds 1 of the 1" in warm.reason
+    assert not choose_runtime(model, CPU, expected_patches=20).compile
+    # the job's own shape decides: blocks of 8, or unguided (batch 32), are still cold
+    assert not choose_runtime(model, CPU, batch_size=8).compile
+    assert not choose_runtime(model, CPU, guidance=1.0).compile
+    _warm(model, 32)
+    assert choose_runtime(model, CPU, guidance=1.0).compile
     assert choose_runtime(model, CPU, dtype="bf16").compile
 
 
+def test_compile_pays_is_one_rule() -> None:
+    assert compile_pays(None, cached=1, missing=0)[0]
+    assert not compile_pays(None, cached=0, missing=1)[0]
+    assert compile_pays(10**4, cached=0, missing=1)[0]  # 165 s saved > 40 s
+    assert not compile_pays(2000, cached=0, missing=1)[0]  # 33 s saved < 40 s
+    assert compile_pays(100, cached=1, missing=0)[0] and not compile_pays(50, cached=1, missing=0)[0]
+
+
 def test_auto_keeps_short_jobs_and_other_asks_uncompiled(model) -> None:
-    short = choose_runtime(model, CPU, expected_patches=COMPILE_PAYS_FROM_PATCHES - 1)
+    short = choose_runtime(model, CPU, expected_patches=10)
     assert (short.backend, short.dtype, short.compile) == ("torch", "fp32", False)
-    assert f"shorter than the {COMPILE_PAYS_FROM_PATCHES} patches" in short.reason
+    assert "a 10-patch job saves" in short.reason
     assert not choose_runtime(model, CPU, compile=False).compile
     fp32 = choose_runtime(model, CPU, dtype="fp32")
     assert (fp32.dtype, fp32.compile) == ("fp32", False) and "dtype fp32 asked for" in fp32.reason

@@ -198,10 +198,22 @@ def test_embedder_dir_without_config(tmp_path, capsys):
     assert "no config.json" in capsys.readouterr().err
 
 
-def test_offline_hub_embedder_names_the_option(tmp_path, capsys):
+@pytest.mark.parametrize("how", ["offline_variable", "unreachable_hub"])
+def test_offline_hub_embedder_fails_at_once_naming_the_option(how, tmp_path, capsys, monkeypatch):
+    """Offline, the default hub embedder fails in one line, with no retry warnings before it (they cost
+    ~26 s): detected by the HF offline variables, or by one refused connection to the hub."""
+    import histoaug.network as network
+
+    if how == "unreachable_hub":
+        for name in network.OFFLINE_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(network, "HUB_HOST", "127.0.0.1")  # nothing listens on 443 here: refused at once
+        network._unreachable.cache_clear()
     assert main(["prompts", "build", "sample", "--clusters", "4", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
-    assert "facebook/dino-vits16" in err and "--embedder DIR" in err
+    assert err.count("\n") == 1 and "facebook/dino-vits16" in err and "--embedder DIR" in err
+    assert ("HF_HUB_OFFLINE is set" if how == "offline_variable" else "127.0.0.1 cannot be reached") in err
+    network._unreachable.cache_clear()
 
 
 def test_missing_data_files(tmp_path, capsys):

@@ -153,7 +153,12 @@ def _print_summary(metrics: dict) -> None:
         tstr = [row["mean_auc"] for row in downstream
                 if row["arm"] == "synthetic only" and row["synthetic_set"] == name]
         fidelity = metrics["label_fidelity"]["sets"][name]["blur_probe"]["overall"]
-        parts.append(f"train-on-synthetic AUC {tstr[0]:.3f}, label fidelity {fidelity:.3f}, "
+        check = metrics["label_fidelity"].get("probe_check") or {"passed": True}
+        fidelity_text = (f"label fidelity {fidelity:.3f}" if check["passed"] else
+                         f"label fidelity withheld (probe accuracy on real "
+                         f"{metrics['real']['test_split']} {metrics['label_fidelity']['real_probe_test_accuracy']:.3f}"
+                         f" < {check['min_real_accuracy']})")
+        parts.append(f"train-on-synthetic AUC {tstr[0]:.3f}, {fidelity_text}, "
                      f"two-sample AUC {metrics['two_sample_test'][name]['auc']:.3f}")
         print(f"{name}: " + "; ".join(parts))
     real = [row for row in downstream if row["arm"] == "real"]

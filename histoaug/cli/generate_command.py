@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     )
     _check_output(args)
     synthesizer = load_synthesizer(args.model, args.backend, args.device, dtype=args.dtype, compile=args.compile,
-                                   expected_patches=settings.n)
+                                   expected_patches=settings.n, batch_size=settings.batch_size,
+                                   guidance=settings.guidance)
     if settings.deep_cache > 1 and not synthesizer.supports_deep_cache:
         raise InvalidArgumentError(f"--deep-cache runs on the torch backend, not {synthesizer.backend!r} "
                                    "(pass --backend torch, or leave --deep-cache off)")

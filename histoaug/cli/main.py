@@ -71,11 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except HistoaugError as exc:
+        _clear_progress_bars()
         print(f"histoaug: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("histoaug: interrupted", file=sys.stderr)
         return 130
+
+
+def _clear_progress_bars() -> None:
+    """Erase progress bars still on screen, so an error is one line of its own, not glued to a bar."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.leave = False
+        bar.close()
 
 
 if __name__ == "__main__":

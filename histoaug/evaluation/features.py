@@ -81,6 +81,12 @@ def locate_inception(weights: str | Path | None = None, *, download: bool = True
             "or stain-texture)")
     if not download:
         raise InceptionUnavailableError(f"{hint}; it is not in {path.parent}")
+    from urllib.parse import urlparse
+
+    from histoaug.network import offline_reason
+
+    if (offline := offline_reason(urlparse(INCEPTION_URL).hostname)) is not None:
+        raise InceptionUnavailableError(f"{hint}; it is not in {path.parent} and cannot be downloaded: {offline}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         logger.info("downloading %s to %s", INCEPTION_URL, path)

@@ -210,6 +210,22 @@ def _grids(sets: list[_LoadedSet], real_train: tuple[np.ndarray, np.ndarray], fi
     return out
 
 
+# A label-fidelity figure means something only if its probe labels real held-out patches well:
+# below this accuracy on the real test split the headline is withheld (a probe near chance labels
+# synthetic patches near chance too, or worse, by whatever cue it picked up).
+MIN_FIDELITY_PROBE_ACCURACY = 0.75
+
+
+def fidelity_probe_check(probe_accuracy: float, test_split: str) -> dict[str, Any]:
+    """Whether the fidelity probe is good enough on real data for its fidelity figure to be read."""
+    passed = bool(probe_accuracy >= MIN_FIDELITY_PROBE_ACCURACY)
+    reason = None if passed else (
+        f"its probe labels the real {test_split} split with accuracy {probe_accuracy:.3f}, below "
+        f"{MIN_FIDELITY_PROBE_ACCURACY}: it cannot tell the labels apart on real data, so its label for a synthetic "
+        "patch means little (a split from other tissues, or too few probe steps; try --test-split valid)")
+    return {"min_real_accuracy": MIN_FIDELITY_PROBE_ACCURACY, "passed": passed, "withheld_because": reason}
+
+
 def _real_two_sample_reference(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                                config: ReportConfig, progress: bool) -> dict[str, Any]:
     """The two-sample test between the real train and test splits (same label mix): the score of a
@@ -232,7 +248,7 @@ def compute_report(config: ReportConfig, sets: list[SyntheticSet], figures: Path
 
     _check_inputs(config, sets, None, True)
     timer = _Timer()
-    stages = tqdm(total=6, desc="histoaug eval", unit="stage", disable=not progress)
+    # every input is opened and checked before the first progress bar, so a user error is one clean line
     with timer.stage("load"):
         train, test = PCam(config.real_root, config.train_split), PCam(config.real_root, config.test_split)
         train_x, train_y = train.read_images(np.arange(len(train))), train.labels.astype(np.int64)
@@ -240,7 +256,7 @@ def compute_report(config: ReportConfig, sets: list[SyntheticSet], figures: Path
         loaded = [_load_set(entry) for entry in sets]
         spaces = [load_feature_space(spec, inception_weights=config.inception_weights, device=config.device)
                   for spec in config.features]
-    stages.update()
+    stages = tqdm(total=6, initial=1, desc="histoaug eval", unit="stage", disable=not progress)
     with timer.stage("features"):
         distances = _distances(spaces, config, train, test, loaded, figures, progress)
     stages.update()
@@ -250,11 +266,13 @@ def compute_report(config: ReportConfig, sets: list[SyntheticSet], figures: Path
                                 progress=progress, desc=probe_desc % "focus-blur augmented")
         plain = fit_classifier(train_x, train_y, config.probe, progress=progress, desc=probe_desc % "plain")
         robust_scores, plain_scores = predict_scores(robust, test_x), predict_scores(plain, test_x)
+        probe_accuracy = accuracy(test_y, robust_scores)
         fidelity = {
             "real_probe_test_auc": roc_auc(test_y, robust_scores),
-            "real_probe_test_accuracy": accuracy(test_y, robust_scores),
+            "real_probe_test_accuracy": probe_accuracy,
             "plain_probe_test_accuracy": accuracy(test_y, plain_scores),
             "blur_sigma": config.fidelity_blur_sigma,
+            "probe_check": fidelity_probe_check(probe_accuracy, config.test_split),
             "sets": {entry.name: {"blur_probe": asdict(label_agreement(robust, entry.images, entry.labels)),
                                   "plain_probe": asdict(label_agreement(plain, entry.images, entry.labels))}
                      for entry in loaded},

@@ -71,6 +71,10 @@ def _fidelity_section(metrics: dict[str, Any], names: list[str]) -> list[str]:
              f"{fidelity['plain_probe_test_accuracy']:.3f}) label the synthetic patches. Two-sample test: a probe "
              "tells real test patches from as many synthetic ones (same label mix), k-fold; AUC 0.5 = "
              "indistinguishable, 1.0 = always told apart.", ""]
+    check = fidelity.get("probe_check")
+    if check and not check["passed"]:
+        lines += [f"**Label fidelity is not reliable here and is withheld from the summary**: "
+                  f"{check['withheld_because']}. The figures below are shown for completeness only.", ""]
     rows = [
         ["label fidelity, blur-augmented probe", *(_fmt(fidelity["sets"][n]["blur_probe"]["overall"]) for n in names)],
         ["label fidelity, plain probe", *(_fmt(fidelity["sets"][n]["plain_probe"]["overall"]) for n in names)],

@@ -57,7 +57,8 @@ def assigner_for(source: PatchSource, settings: GenerationSettings) -> SampleAss
 
 
 def generate_block(source: PatchSource, settings: GenerationSettings, assignment: Assignment) -> np.ndarray:
-    """One index block through the model, as one batch (the run's fixed batch layout)."""
+    """One index block through the model, as one batch (the run's fixed batch layout; a compiled
+    runtime pads a short last block to the run's batch size, so one UNet shape serves the run)."""
     return source.generate(
         assignment.labels,
         assignment.seeds,
@@ -65,7 +66,7 @@ def generate_block(source: PatchSource, settings: GenerationSettings, assignment
         steps=settings.steps,
         guidance=settings.guidance,
         scheduler=settings.scheduler,
-        batch_size=len(assignment.indices),
+        batch_size=settings.batch_size,
         guidance_until=settings.guidance_until,
         deep_cache=settings.deep_cache,
     )

@@ -65,13 +65,15 @@ class ModelSource:
 
     def __init__(self, spec: Any, *, backend: str = "auto", device: str | None = None,
                  generate_options: dict[str, Any] | None = None, dtype: str | None = None,
-                 compile: bool | None = None, expected_patches: int | None = None) -> None:
+                 compile: bool | None = None, expected_patches: int | None = None,
+                 batch_size: int | None = None) -> None:
         self.spec = spec
         self.backend = backend
         self.device = device
         self.dtype = dtype
         self.compile = compile
         self.expected_patches = expected_patches
+        self.batch_size = batch_size  # the block size of its calls, if fixed (SyntheticSwap: 1)
         self.generate_options = dict(generate_options or {})
         self._synthesizer = None if isinstance(spec, str | Path) else spec
 
@@ -84,7 +86,8 @@ class ModelSource:
 
             self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device,
                                                  dtype=self.dtype, compile=self.compile,
-                                                 expected_patches=self.expected_patches)
+                                                 expected_patches=self.expected_patches,
+                                                 **({"batch_size": self.batch_size} if self.batch_size else {}))
         return self._synthesizer
 
     def __getstate__(self) -> dict[str, Any]:

@@ -66,6 +66,7 @@ class SyntheticSwap(A.ImageOnlyTransform):
             self._source = open_source(
                 self.synthesizer, backend=self.backend, device=self.device, dtype=self.dtype,
                 compile=self.compile, generate_options=self.generate_options,
+                batch_size=1,  # one patch per call: the compile decision and a compiled shape for that
             )
         return self._source
 

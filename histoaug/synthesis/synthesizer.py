@@ -40,9 +40,11 @@ class Synthesizer:
     benchmarks/RESULTS.md (CPU kernels may round differently at other batch sizes).
     """
 
-    def __init__(self, model: ModelFiles, backend: Backend, choice: RuntimeChoice | None = None) -> None:
+    def __init__(self, model: ModelFiles, backend: Backend, choice: RuntimeChoice | None = None, *,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.model = model
         self._backend = backend
+        self.batch_size = _positive_batch(batch_size)
         self.choice = choice or RuntimeChoice(backend.name, backend.dtype, bool(getattr(backend, "compiled", False)),
                                               "given backend")
 
@@ -119,7 +121,13 @@ class Synthesizer:
                  progress: bool = False, guidance_until: float | None = None, deep_cache: int | None = None,
                  fast: bool = False) -> np.ndarray:
         """Patches for ``labels[i]`` from ``seeds[i]`` (and ``prompt_ids[i]``, else a prompt of the
-        label chosen from the seed), in batches of ``batch_size`` (default 32) in input order.
+        label chosen from the seed), in batches of ``batch_size`` (default: the Synthesizer's, 32
+        unless given to ``load_synthesizer``) in input order.
+
+        Compiled (``self.compiled``): every batch runs at exactly ``batch_size`` patches, a short one
+        padded with repeats of its last sample that are dropped, so one compiled UNet shape serves
+        calls of every size (a 3-patch call costs a 32-patch batch, not a ~40 s compile) and a
+        sample's rounding does not depend on the call's size. Eager: batches of ``min(batch_size, n)``.
 
         Fast mode's approximations (see ``SamplerSettings``; speed and PSNR in benchmarks/RESULTS.md):
         ``guidance_until`` < 1: CFG over that first fraction of the steps only; ``deep_cache`` = k > 1:
@@ -134,12 +142,10 @@ class Synthesizer:
         settings = SamplerSettings(steps=steps, guidance=float(guidance), scheduler=scheduler,
                                    guidance_until=guidance_until, deep_cache=deep_cache)
         n = len(request)
-        if batch_size is None:
-            batch_size = min(n, DEFAULT_BATCH_SIZE)
-        if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
-            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-        full = min(batch_size, n)
-        self._prepare_for((full, n % full or full), settings)  # the full blocks and the last one
+        batch_size = self.batch_size if batch_size is None else _positive_batch(batch_size)
+        padded = self.compiled
+        full = batch_size if padded else min(batch_size, n)
+        self._prepare_for((full,) if padded else (full, n % full or full), settings)  # full blocks, the last one
         out = np.empty((n, PATCH_SIZE, PATCH_SIZE, 3), dtype=np.uint8)
         shape = (self.model.latent_channels, self.model.latent_size, self.model.latent_size)
         embeddings = self.model.embeddings
@@ -148,31 +154,46 @@ class Synthesizer:
         with tqdm(total=n, disable=not progress, unit="patch", desc=f"generate ({self.backend})") as bar:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
-                noise = initial_noise(request.seeds[start:stop].tolist(), shape).to(device)
-                cond = embeddings.cond[torch.from_numpy(request.prompt_ids[start:stop])].to(device)
-                out[start:stop] = sample_patches(self._backend, self.model.scheduler_config, noise, cond, uncond,
-                                                 settings, self.model.scaling_factor)
+                rows = np.arange(start, stop)
+                if padded and rows.size < full:  # repeat the last sample up to the compiled shape
+                    rows = np.concatenate([rows, np.full(full - rows.size, stop - 1)])
+                noise = initial_noise(request.seeds[rows].tolist(), shape).to(device)
+                cond = embeddings.cond[torch.from_numpy(request.prompt_ids[rows])].to(device)
+                patches = sample_patches(self._backend, self.model.scheduler_config, noise, cond, uncond,
+                                         settings, self.model.scaling_factor)
+                out[start:stop] = patches[:stop - start]
                 bar.update(stop - start)
         return out
 
 
 def load_synthesizer(source: str | Path = "default", backend: str = "auto", device: str | torch.device | None = None,
                      *, dtype: str | None = None, compile: bool | None = None,
-                     expected_patches: int | None = None) -> Synthesizer:
+                     expected_patches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                     guidance: float | None = None) -> Synthesizer:
     """Open ``source`` ("default", a diffusers pipeline dir with prompts.json, or an artifact dir)
     on ``backend`` ("auto", "torch", "onnxruntime", "tensorrt").
 
     ``dtype`` (fp32/bf16/fp16) applies to the torch backend; ONNX backends run the artifact's
     export dtype. ``compile=True`` (torch backend) runs the UNet compiled ahead of time (one compile
-    per batch shape and machine, cached on disk). ``compile=None`` lets ``auto`` decide: on the CPU
-    it compiles (bf16) unless ``expected_patches``, the job's size, is too small for the compile to
-    pay (see ``histoaug.synthesis.backends.selection``); the choice and its reason are in
-    ``Synthesizer.choice``. An unavailable backend raises InvalidArgumentError with the reason.
+    per batch shape and machine, ~40 s on a 2-core CPU, cached on disk, ~1 s to load later).
+    ``compile=None`` lets ``auto`` decide from the job (``expected_patches``: its size, None if
+    unknown; ``batch_size``: its block size, the default of ``generate``; ``guidance``: None for the
+    default) and the compile cache: a job of unknown size compiles only when the cache already holds
+    its shapes (``histoaug.synthesis.backends.selection.compile_pays``); the choice and its reason
+    are in ``Synthesizer.choice``. An unavailable backend raises InvalidArgumentError with the reason.
     """
     resolved = resolve_device(device)
     model = open_model(source)
-    choice = choose_runtime(model, resolved, backend, dtype, compile, expected_patches)
+    batch_size = _positive_batch(batch_size)
+    choice = choose_runtime(model, resolved, backend, dtype, compile, expected_patches, batch_size=batch_size,
+                            guidance=guidance)
     runtime = create_backend(choice.backend, model, resolved, choice.dtype, compile=choice.compile)
-    synthesizer = Synthesizer(model, runtime, choice)
+    synthesizer = Synthesizer(model, runtime, choice, batch_size=batch_size)
     logger.info("loaded %r", synthesizer)
     return synthesizer
+
+
+def _positive_batch(batch_size: object) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size <= 0:
+        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)

@@ -96,12 +96,13 @@ class ConfigPreprocessing:
         return (x - self.mean) / self.std
 
 
-def _preprocessor(source: str, config: object) -> tuple[Callable[[np.ndarray], torch.Tensor], dict]:
+def _preprocessor(source: str, config: object, *,
+                  local_files_only: bool = False) -> tuple[Callable[[np.ndarray], torch.Tensor], dict]:
     """The model's own image preprocessing, as a function of a uint8 batch, and its settings."""
     from transformers import AutoImageProcessor
 
     try:
-        processor = AutoImageProcessor.from_pretrained(source)
+        processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
     except (OSError, ValueError) as exc:
         processor = None
         logger.debug("no image processor for %s (%s); trying its config", source, exc)
@@ -136,11 +137,18 @@ class TransformersEmbedder:
                 f"embedder dir {str(local)!r} has no config.json; pass a transformers vision model dir "
                 "(save_pretrained output) or hub id with --embedder"
             )
+        from histoaug.network import offline_reason
+
+        offline = None if looks_local else offline_reason()
+        self._local_only = offline is not None  # offline: the local hub cache only, no retries
         try:
-            config = AutoConfig.from_pretrained(str(local) if looks_local else self.source)
+            config = AutoConfig.from_pretrained(str(local) if looks_local else self.source,
+                                                local_files_only=self._local_only)
         except (OSError, ValueError) as exc:
+            why = f"offline ({offline}) and not in the local Hugging Face cache" if offline else \
+                str(exc).splitlines()[0]
             raise EmbedderLoadError(
-                f"cannot load embedder {self.source!r} ({str(exc).splitlines()[0]}); without network access "
+                f"cannot load embedder {self.source!r} ({why}); without network access "
                 "pass a local transformers vision model dir with --embedder DIR (e.g. a saved copy of "
                 f"{DEFAULT_EMBEDDER}), or --embedder stain-texture for handcrafted features"
             ) from exc
@@ -150,7 +158,7 @@ class TransformersEmbedder:
         hf_logging.set_verbosity_error()  # its load report is checked below, with a clearer message
         try:
             model, info = AutoModel.from_pretrained(str(local) if looks_local else self.source,
-                                                    output_loading_info=True)
+                                                    output_loading_info=True, local_files_only=self._local_only)
         except (OSError, ValueError) as exc:
             raise EmbedderLoadError(f"cannot load embedder weights from {self.source!r}: {exc}") from exc
         finally:
@@ -170,7 +178,8 @@ class TransformersEmbedder:
                 "not a vision model taking pixel_values; pass an image model such as a DINO ViT"
             )
         self.model = model.eval().requires_grad_(False).to(self.device)
-        self.preprocessor, settings = _preprocessor(str(local) if looks_local else self.source, config)
+        self.preprocessor, settings = _preprocessor(str(local) if looks_local else self.source, config,
+                                                    local_files_only=self._local_only)
         self._fingerprint = module_hash(
             self.model, extra={"class": type(model).__name__, **settings}, exclude=unused
         )

@@ -5,13 +5,16 @@ reason; ``auto`` logs what it picked and why, and the reason travels with the Sy
 (``Synthesizer.choice``) into the provenance of what it writes.
 
 ``auto`` on the CPU (measured on the 2-core development CPU, benchmarks/RESULTS.md): the UNet
-compiled ahead of time in bf16 is the fastest runtime (1.8x diffusers fp32 at batch 32), where
-Inductor finds a C++ compiler and the CPU has native bf16. Compiling one batch shape costs ~30 s
-the first time on a machine and ~1 s to load from the compile cache afterwards; it saves
-~0.017 s per patch against the fastest uncompiled runtime, so it pays from ~2000 patches even
-with a cold cache. A job known to be shorter (``expected_patches``, which ``histoaug generate``
-passes as ``--n``) keeps the uncompiled order: onnxruntime for artifacts, torch fp32 otherwise.
-A job of unknown length (a library ``Synthesizer``, the mixing pool) is taken to be long.
+compiled ahead of time in bf16 is the fastest runtime (2.3x diffusers fp32 at batch 32), where
+Inductor finds a C++ compiler and the CPU has native bf16. One rule decides whether compiling
+pays, for the library, the CLI and the mixing pool alike (``compile_pays``): a compiled
+Synthesizer runs every block at one UNet batch shape per guidance factor (short blocks are
+padded), so the cost is ~40 s per shape the compile cache lacks and ~1 s per shape it holds,
+and the saving ~0.0165 s per patch against the fastest uncompiled runtime. A job of known size
+(``expected_patches``: ``histoaug generate --n``, the pool's epoch share) compiles when the
+saving exceeds the cost; a job of unknown size (a plain ``load_synthesizer()``) compiles only
+when the cache already holds every shape it needs, so nobody waits for a compile they could not
+foresee. Otherwise the uncompiled order holds: onnxruntime for artifacts, torch fp32 otherwise.
 """
 
 from __future__ import annotations
@@ -28,11 +31,17 @@ from histoaug.synthesis.sampling import Backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKEND_NAMES", "RuntimeChoice", "choose_runtime", "create_backend", "resolve_device",
+__all__ = ["BACKEND_NAMES", "RuntimeChoice", "choose_runtime", "compile_pays", "create_backend", "resolve_device",
            "unavailable_reason"]
 
-# from benchmarks/RESULTS.md ("Compile cost and the auto threshold"): cold compile ~33 s / saving 0.0165 s per patch
-COMPILE_PAYS_FROM_PATCHES = 2000
+# benchmarks/RESULTS.md ("Compile cost and the auto threshold"): a cold AOTInductor compile of the
+# embedded UNet measured 31-50 s per shape on the 2-core CPU (40 s taken), loading a cached package ~1 s,
+# and compiled bf16 saves 1/24.55 - 1/41.33 = 0.0165 s per patch over onnxruntime fp32.
+COLD_COMPILE_S = 40.0
+CACHED_LOAD_S = 1.0
+SAVING_PER_PATCH_S = 0.0165
+# the block size of a job that does not say (Synthesizer.generate's default batch)
+DEFAULT_JOB_BATCH = 32
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -87,21 +96,42 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def _compiled_cpu_reason(device: torch.device, dtype: str | None, expected_patches: int | None) -> tuple[bool, str]:
+def compile_pays(expected_patches: int | None, cached: int, missing: int) -> tuple[bool, str]:
+    """(compile?, why) from the job size and how many of the job's UNet shapes the compile cache
+    holds (``cached``) or lacks (``missing``): the one rule for the library, the CLI and the pool."""
+    cost = missing * COLD_COMPILE_S + cached * CACHED_LOAD_S
+    state = (f"the compile cache holds {cached} of the {cached + missing} UNet shape(s) this job needs "
+             f"(~{cost:.0f} s to {'load' if not missing else 'compile'})")
+    if expected_patches is None:
+        if missing:
+            return False, (f"job size unknown and {state}: pass expected_patches=N (compiling pays from "
+                           f"~{round(cost / SAVING_PER_PATCH_S)} patches) or compile=True")
+        return True, f"{state}; compiled bf16 is the fastest measured CPU runtime"
+    saving = expected_patches * SAVING_PER_PATCH_S
+    if saving <= cost:
+        return False, f"a {expected_patches}-patch job saves ~{saving:.0f} s by compiling and {state}"
+    return True, f"a {expected_patches}-patch job saves ~{saving:.0f} s by compiling and {state}"
+
+
+def _compiled_cpu_reason(model: ModelFiles, device: torch.device, dtype: str | None,
+                         expected_patches: int | None, batch_size: int | None,
+                         guidance: float | None) -> tuple[bool, str]:
     """(compile?, why) for ``auto`` on the CPU with no compile setting asked."""
-    from histoaug.synthesis.backends.torch_backend import compile_unavailable_reason
+    from histoaug.synthesis.backends.torch_backend import compile_unavailable_reason, compiled_unet_cached
+    from histoaug.synthesis.defaults import DEFAULT_GUIDANCE
+    from histoaug.synthesis.sampling import SamplerSettings
 
     if dtype not in (None, "bf16"):
         return False, f"dtype {dtype} asked for; the compiled path runs bf16"
-    if expected_patches is not None and expected_patches < COMPILE_PAYS_FROM_PATCHES:
-        return False, (f"a {expected_patches}-patch job is shorter than the {COMPILE_PAYS_FROM_PATCHES} patches "
-                       "from which compiling pays")
     if (reason := compile_unavailable_reason(device)) is not None:
         return False, f"no compiled path: {reason}"
     if not cpu_has_native_bf16():
         return False, "no compiled path: this CPU has no native bf16"
-    length = "a job of unknown length" if expected_patches is None else f"a {expected_patches}-patch job"
-    return True, f"compiled bf16 is the fastest measured CPU runtime and pays for {length}"
+    block = batch_size or DEFAULT_JOB_BATCH
+    factors = SamplerSettings(guidance=DEFAULT_GUIDANCE if guidance is None else float(guidance)).unet_batch_factors()
+    shapes = sorted(block * f for f in factors)
+    cached = sum(compiled_unet_cached(model, device, "bf16", unet_batch) for unet_batch in shapes)
+    return compile_pays(expected_patches, cached, len(shapes) - cached)
 
 
 def _first_available(model: ModelFiles, device: torch.device, dtype: str | None,
@@ -120,10 +150,13 @@ def _first_available(model: ModelFiles, device: torch.device, dtype: str | None,
 
 
 def choose_runtime(model: ModelFiles, device: torch.device, backend: str = "auto", dtype: str | None = None,
-                   compile: bool | None = None, expected_patches: int | None = None) -> RuntimeChoice:
+                   compile: bool | None = None, expected_patches: int | None = None, *,
+                   batch_size: int | None = None, guidance: float | None = None) -> RuntimeChoice:
     """Resolve ``backend="auto"`` (and ``compile=None``) to a concrete runtime, with the reason.
 
-    An explicit backend is taken as asked (``compile=None`` means no compile there).
+    ``expected_patches``, ``batch_size`` and ``guidance`` describe the job (None: unknown, the
+    default block of 32, the default guidance); they decide whether compiling pays. An explicit
+    backend is taken as asked (``compile=None`` means no compile there).
     """
     if backend != "auto":
         return RuntimeChoice(backend, dtype, bool(compile), "asked for")
@@ -131,7 +164,7 @@ def choose_runtime(model: ModelFiles, device: torch.device, backend: str = "auto
         chosen = dtype or ("bf16" if device.type == "cpu" and cpu_has_native_bf16() else None)
         choice = RuntimeChoice("torch", chosen, True, "compile asked for; it applies to torch only")
     elif compile is None and device.type == "cpu":
-        compiled, why = _compiled_cpu_reason(device, dtype, expected_patches)
+        compiled, why = _compiled_cpu_reason(model, device, dtype, expected_patches, batch_size, guidance)
         choice = (RuntimeChoice("torch", "bf16", True, why) if compiled
                   else _first_available(model, device, dtype, f"not compiled: {why}"))
     else:

@@ -9,7 +9,7 @@ SDPA, or xformers when installed.
 ``compile=True`` compiles the UNet ahead of time with AOTInductor (weights frozen into the graph),
 one package per UNet batch shape, cached on disk across processes (``histoaug.synthesis.compile_cache``):
 the UNet is evaluated 2 x steps times per batch, so fusing its norms, activations and attention
-pays for the one-time compile (~30 s on a 2-core CPU per batch shape, then ~1 s to load in any
+pays for the one-time compile (~40 s on a 2-core CPU per batch shape, then ~1 s to load in any
 later process). The decoder runs once per batch and stays eager (compiling it measured slower
 here). Inductor needs a C++ compiler on the CPU.
 """
@@ -21,12 +21,16 @@ import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from histoaug.dtypes import DTYPES
 from histoaug.errors import ArtifactError, InvalidArgumentError
 from histoaug.synthesis.backends.runtime_info import device_description, library_versions
+
+if TYPE_CHECKING:
+    from histoaug.synthesis.model_source import ModelFiles
 
 logger = logging.getLogger(__name__)
 
@@ -70,17 +74,15 @@ class TorchBackend:
         if self.channels_last:
             self.unet = self.unet.to(memory_format=torch.channels_last)
             self.vae = self.vae.to(memory_format=torch.channels_last)
-        self.attention = "sdpa"
-        if device.type == "cuda" and importlib.util.find_spec("xformers") is not None:
+        self.attention = attention_name(device)
+        if self.attention == XFORMERS_ATTENTION:
             self.unet.enable_xformers_memory_efficient_attention()
-            self.attention = "xformers"
             logger.info("torch backend: xformers attention enabled")
-        elif device.type == "cpu":
+        elif self.attention == SHORT_SEQUENCE_ATTENTION:
             from histoaug.kernels.attention import use_short_sequence_attention
 
             use_short_sequence_attention(self.unet)
             use_short_sequence_attention(self.vae)
-            self.attention = "histoaug short-sequence (sdpa where unsupported)"
         self.compiled = bool(compile)
         self._model_id = model_id or str(root)
         channels = int(self.unet.config.in_channels)
@@ -139,10 +141,8 @@ class TorchBackend:
         if runner is None:
             from histoaug.synthesis import compile_cache
 
-            names = ("sample", "timestep", "text", "feature")
-            key = compile_cache.package_key(self._model_id, self.dtype, dict(zip(names, shapes, strict=False)),
-                                            self.device, {"attention": self.attention, "graph": graph,
-                                                          "channels_last": str(self.channels_last)})
+            key = unet_package_key(self._model_id, self.dtype, shapes, self.device, self.attention,
+                                   self.channels_last, graph)
             try:
                 runner = compile_cache.load_or_compile(self._graph(graph), inputs, key)
             except InvalidArgumentError:
@@ -186,6 +186,39 @@ class TorchBackend:
         """Drop the compiled UNets and the networks (idempotent)."""
         self._compiled_unets.clear()
         self.unet = self.vae = self._deep_cache = None
+
+
+XFORMERS_ATTENTION = "xformers"
+SHORT_SEQUENCE_ATTENTION = "histoaug short-sequence (sdpa where unsupported)"
+
+
+def attention_name(device: torch.device) -> str:
+    """The attention the backend installs on ``device`` (part of its runtime id and compile key)."""
+    if device.type == "cuda" and importlib.util.find_spec("xformers") is not None:
+        return XFORMERS_ATTENTION
+    return SHORT_SEQUENCE_ATTENTION if device.type == "cpu" else "sdpa"
+
+
+def unet_package_key(model_id: str, dtype: str, shapes: tuple[tuple[int, ...], ...], device: torch.device,
+                     attention: str, channels_last: bool, graph: str = "unet") -> str:
+    """The compile-cache key of one compiled UNet graph (``histoaug.synthesis.compile_cache``)."""
+    from histoaug.synthesis import compile_cache
+
+    names = ("sample", "timestep", "text", "feature")
+    return compile_cache.package_key(model_id, dtype, dict(zip(names, shapes, strict=False)), device,
+                                     {"attention": attention, "graph": graph, "channels_last": str(channels_last)})
+
+
+def compiled_unet_cached(model: ModelFiles, device: torch.device, dtype: str, unet_batch: int) -> bool:
+    """Whether the compile cache holds the plain UNet graph of ``model`` for this UNet batch, as a
+    TorchBackend built by ``auto`` would compile it (loading it costs ~1 s instead of a compile)."""
+    from histoaug.synthesis import compile_cache
+
+    latent = (unet_batch, model.latent_channels, model.latent_size, model.latent_size)
+    shapes = (latent, (unet_batch,), (unet_batch, *model.embeddings.cond.shape[1:]))
+    key = unet_package_key(model.model_id, dtype, shapes, device, attention_name(device),
+                           channels_last=dtype != "fp32")
+    return compile_cache.package_path(key).is_file()
 
 
 def compile_unavailable_reason(device: torch.device) -> str | None:
