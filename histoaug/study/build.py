@@ -139,7 +139,11 @@ def build_study(config: BuildConfig, sources: list[StudySource], out: str | Path
         if candidate not in ids:
             ids.append(candidate)
     key = [{"patch": ids[position], **rows[index]} for position, index in enumerate(order)]
-    key_text = json.dumps({"patches": key}, sort_keys=True)
+    hashes = {str(real.files.images): file_sha256(real.files.images), str(real.files.labels):
+              file_sha256(real.files.labels), **{str(source.path): file_sha256(source.path) for source in sources}}
+    # the id is a function of the inputs' content, the seed and the display size, not of where the files lie
+    blinded = [{**entry, "file": hashes[entry["file"]]} for entry in key]
+    key_text = json.dumps({"patches": blinded, "display_size": config.display_size}, sort_keys=True)
     study_id = hashlib.sha256(f"{layout.STUDY_FORMAT}:{config.seed}:{key_text}".encode()).hexdigest()[:16]
     public = {"format": layout.STUDY_FORMAT, "study_id": study_id, "title": config.title, "patches": ids,
               "display_size": config.display_size, "patch_px": 96, "labels": list(layout.LABELS),
@@ -149,9 +153,9 @@ def build_study(config: BuildConfig, sources: list[StudySource], out: str | Path
         "command_line": config.command_line, "n": config.n, "seed": config.seed,
         "display_size": config.display_size, "upscaling": "nearest neighbour",
         "real": {"root": config.real_name or str(config.real_root), "split": config.real_split,
-                 "items": len(real), "files": {str(real.files.images): file_sha256(real.files.images),
-                                               str(real.files.labels): file_sha256(real.files.labels)}},
-        "synthetic": [{"name": source.name, "path": str(source.path), "sha256": file_sha256(source.path),
+                 "items": len(real), "files": {str(real.files.images): hashes[str(real.files.images)],
+                                               str(real.files.labels): hashes[str(real.files.labels)]}},
+        "synthetic": [{"name": source.name, "path": str(source.path), "sha256": hashes[str(source.path)],
                        "items": len(dataset), "provenance": _provenance(dataset)}
                       for source, (_, _, dataset, _) in zip(sources, chosen[1:], strict=True)],
         "counts": {name: {layout.LABELS[label]: int(sum(1 for row in rows if row["set_name"] == name

@@ -52,7 +52,9 @@ def served_files(study: layout.Study) -> dict[str, Path]:
 
 class StudyServer(ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = False  # a port in use must be refused, not shared
+    # SO_REUSEADDR: a restarted server gets its port back although the killed one left connections in
+    # TIME_WAIT; on Linux and macOS it never lets two servers listen on one port (that stays "in use")
+    allow_reuse_address = True
 
     def __init__(self, study: layout.Study, host: str, port: int) -> None:
         self.study = study

@@ -166,6 +166,7 @@
   function start(name) {
     name = name.normalize("NFC").trim();
     if (!name) { return; }
+    if (document.activeElement) { document.activeElement.blur(); }
     loadReader(name).then(resume);
   }
 
