@@ -51,7 +51,7 @@ def kappa_figure(kappa: dict[str, dict[str, Any]], path: Path) -> Path:
                 ax.text(j, i, text, ha="center", va="center", fontsize=9,
                         color="white" if not np.isnan(values[i, j]) and abs(values[i, j]) > 0.6 else "black")
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=9)
-        ax.set_yticks(range(len(names)), names, fontsize=9)
+        ax.set_yticks(range(len(names)), names if source == "real" else [], fontsize=9)  # same readers both sides
         mean, std = entry["mean"], entry["std"]
         summary = "undefined" if mean is None else f"mean {mean:.2f}" + ("" if std is None else f" \u00b1 {std:.2f} SD")
         ax.set_title(f"{source} patches: kappa {summary}\n({entry['defined_pairs']} of {entry['pairs']} pairs)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from typing import Any
+from urllib.parse import quote
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
@@ -12,6 +13,11 @@ _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 def escape(text: str) -> str:
     """Plain text for Markdown: HTML entities for <, >, &, backslashes before Markdown punctuation."""
     return _MARKDOWN.sub(r"\\\1", html.escape(str(text), quote=False)).replace("\n", " ")
+
+
+def code(text: str) -> str:
+    """A code span: shown literally by Markdown (backticks inside become quotes, so it cannot be closed early)."""
+    return "`" + str(text).replace("`", "'").replace("\n", " ") + "`"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -27,14 +33,14 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     """The whole report as Markdown (figures referenced relative to the report directory)."""
     manifest = metrics["manifest"]
     real = manifest["real"]
-    sets = ", ".join(f"{escape(entry['name'])} (`{escape(entry['path'])}`)" for entry in manifest["synthetic"])
+    sets = ", ".join(f"{escape(entry['name'])} ({code(entry['path'])})" for entry in manifest["synthetic"])
     by_source = metrics["patches_by_source"]
     lines = ["# histoaug reader study report", "",
-             f"histoaug {metrics['histoaug_version']}. Study `{metrics['study_id']}` ({escape(metrics['study'])}): "
-             f"{metrics['patches']} patches, {by_source['real']} real (`{escape(real['root'])}`, split "
+             f"histoaug {metrics['histoaug_version']}. Study `{metrics['study_id']}` ({code(metrics['study'])}): "
+             f"{metrics['patches']} patches, {by_source['real']} real ({code(real['root'])}, split "
              f"{escape(real['split'])}) and {by_source['synthetic']} synthetic ({sets}), labels balanced within each, "
              f"seed {manifest['seed']}, shown at {manifest['display_size']} px (nearest neighbour). "
-             f"{len(metrics['readers'])} readers. Command: `{escape(metrics['command_line'] or '(API call)')}`", ""]
+             f"{len(metrics['readers'])} readers. Command: {code(metrics['command_line'] or '(API call)')}", ""]
     if metrics["incomplete_readers"]:
         rows = [row for row in metrics["readers"] if not row["complete"]]
         lines += ["**Incomplete answer files** (scored on the patches they answer): " + "; ".join(
@@ -60,7 +66,9 @@ def render_markdown(metrics: dict[str, Any]) -> str:
     if "eval_report" in metrics:
         link = metrics["eval_report"]
         aucs = ", ".join(f"{escape(name)} {_fmt(auc)}" for name, auc in link["two_sample_auc"].items())
-        lines += [f"The machine's view, from the `histoaug eval` report [{escape(link['path'])}]({link['report']}): "
+        target = quote(link["report"])
+        target = quote(link["report"])
+        lines += [f"The machine's view, from the `histoaug eval` report [{escape(link['path'])}]({target}): "
                   f"classifier two-sample test AUC {aucs or '-'} (real train vs real test reference "
                   f"{_fmt(link['two_sample_reference_auc'])}); 0.5 = indistinguishable, as for the readers.", ""]
     lines += ["## Agreement between readers", "",
