@@ -11,8 +11,8 @@ Steps, each a `histoaug` command in its own process (CPU time = user + sys of th
    are seeded: each tells real from synthetic right with probability 0.50-0.65 and labels right with
    probability 0.70-0.85;
 4. `histoaug study score study --out report`.
-With --screenshots DIR: a headless chromium (Debian's, 1366x768) shows the reader's page (start, a patch,
-the final screen) and the report's figures are copied to DIR.
+With --screenshots DIR: a headless chromium (Debian's, a 1366x768 window) shows the reader's page (start,
+a patch, the final screen) as DIR/reader_*.png, and the report is copied to DIR/report/.
 """
 
 from __future__ import annotations
@@ -153,9 +153,8 @@ def main() -> int:
     if args.screenshots is not None:
         args.screenshots.mkdir(parents=True, exist_ok=True)
         screenshots(work, args.screenshots.resolve())
-        for figure in ("kappa.png", "readers.png", "agreed_patches.png"):
-            shutil.copyfile(work / "report" / "figures" / figure, args.screenshots / f"report_{figure}")
-        shutil.copyfile(work / "report" / "report.md", args.screenshots / "report.md")
+        shutil.rmtree(args.screenshots / "report", ignore_errors=True)
+        shutil.copytree(work / "report", args.screenshots / "report")
     return 0
 
 
