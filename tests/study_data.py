@@ -100,7 +100,7 @@ def _open(request: urllib.request.Request) -> tuple[int, dict]:
         return error.code, json.loads(error.read() or b"{}")
 
 
-def wait_for(condition, timeout_s: float = 20, what: str = "condition"):
+def wait_for(condition, timeout_s: float = 45, what: str = "condition"):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()

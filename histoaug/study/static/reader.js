@@ -11,6 +11,7 @@
   var prefix = "histoaug-study:" + study.study_id + ":";
   var state = { reader: null, answers: {}, given: [], index: 0, draft: {}, pending: [] };
   var retryTimer = null;
+  var sending = false;
 
   function $(id) { return document.getElementById(id); }
   function show(section) {
@@ -45,21 +46,27 @@
 
   // --- served mode: send answers, oldest first, until the server has them all -----------------------------
   function flush() {
-    if (!served || !state.pending.length) { return; }
+    if (!served || sending || !state.pending.length) { return; }  // one request at a time, oldest first
+    sending = true;
     var answer = state.pending[0];
     fetch("api/answers", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ study_id: study.study_id, reader: state.reader, answer: answer }) })
       .then(function (response) {
-        if (!response.ok) { return response.json().then(function (body) { throw new Error(body.error || response.status); }); }
-        return response.json();
+        if (response.ok || (response.status >= 400 && response.status < 500)) {
+          return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+        }
+        throw new Error("server error " + response.status);
       })
-      .then(function () {
-        state.pending.shift();
+      .then(function (result) {
+        sending = false;
+        if (state.pending[0] === answer) { state.pending.shift(); }  // stored, or refused for good (4xx): not resent
         saveLocal();
-        setStatus(state.pending.length ? "saving..." : "saved on the server (" + answerCount() + " answers)");
+        if (!result.ok) { setStatus("the server refused an answer: " + (result.body.error || "bad request"), true); }
+        else { setStatus(state.pending.length ? "saving..." : "saved on the server (" + answerCount() + " answers)"); }
         flush();
       })
       .catch(function (error) {
+        sending = false;
         setStatus("not saved yet (" + error.message + "); retrying - your answers are kept in this browser", true);
         clearTimeout(retryTimer);
         retryTimer = setTimeout(flush, 2000);
