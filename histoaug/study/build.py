@@ -134,9 +134,9 @@ def build_study(config: BuildConfig, sources: list[StudySource], out: str | Path
     pixels = np.concatenate(images)
     order = rng.permutation(len(rows))
     ids: list[str] = []
-    while len(ids) < len(rows):  # 64-bit random names; a repeat (never seen) is drawn again
+    while len(ids) < len(rows):  # 63-bit random names; a repeat (never seen) is drawn again
         candidate = f"{int(rng.integers(0, 2**63)):016x}"
-        if candidate not in ids:
+        if candidate not in set(ids):
             ids.append(candidate)
     key = [{"patch": ids[position], **rows[index]} for position, index in enumerate(order)]
     hashes = {str(real.files.images): file_sha256(real.files.images), str(real.files.labels):
