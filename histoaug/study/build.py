@@ -134,10 +134,12 @@ def build_study(config: BuildConfig, sources: list[StudySource], out: str | Path
     pixels = np.concatenate(images)
     order = rng.permutation(len(rows))
     ids: list[str] = []
+    taken: set[str] = set()
     while len(ids) < len(rows):  # 63-bit random names; a repeat (never seen) is drawn again
         candidate = f"{int(rng.integers(0, 2**63)):016x}"
-        if candidate not in set(ids):
+        if candidate not in taken:
             ids.append(candidate)
+            taken.add(candidate)
     key = [{"patch": ids[position], **rows[index]} for position, index in enumerate(order)]
     hashes = {str(real.files.images): file_sha256(real.files.images), str(real.files.labels):
               file_sha256(real.files.labels), **{str(source.path): file_sha256(source.path) for source in sources}}
