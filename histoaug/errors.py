@@ -34,3 +34,7 @@ class OutputWriteError(HistoaugError, OSError):
 
 class ArtifactError(HistoaugError, ValueError):
     """A model, artifact or prompts file is missing, malformed, tampered with or truncated."""
+
+
+class StudyError(HistoaugError, ValueError):
+    """A reader-study folder, answer file or server request is unusable (wrong study, unknown patch, duplicates)."""

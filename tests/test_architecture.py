@@ -142,3 +142,14 @@ def test_mixing_and_generation_do_not_import_each_other():
     crossing = sorted((m, t) for m, targets in graph.items() for t in targets
                       if {layer(m), layer(t)} == {"mixing", "generation"})
     assert crossing == []
+
+
+def test_the_reader_study_sits_at_the_level_of_evaluation():
+    """histoaug.study may use data, evaluation and the cross-cutting modules; only the CLI uses it."""
+    graph = import_graph()
+    allowed = {"study", "data", "evaluation", "atomic_files", "errors", "_version"}
+    used = {layer(t) for m, targets in graph.items() if layer(m) == "study" for t in targets}
+    assert used <= allowed, used - allowed
+    users = {layer(m) for m, targets in graph.items() if layer(m) != "study" and any(layer(t) == "study"
+                                                                                    for t in targets)}
+    assert users <= {"cli"}, users
