@@ -22,11 +22,13 @@ from histoaug.errors import (
     PCamFilesNotFoundError,
     PCamFormatError,
 )
+from histoaug.library_noise import quiet_library_noise
 from histoaug.mixing.pool import PoolConfig
 from histoaug.mixing.synthetic_pcam import SyntheticPCam
 from histoaug.sample import sample_root
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+quiet_library_noise()
 
 _LAZY = {
     # albumentations (and OpenCV) load only when the transform is used

@@ -111,7 +111,12 @@ def test_unpack_restores_the_exact_files(tmp_path, capsys):
     np.testing.assert_array_equal(PCam(root, "valid").labels, labels)
 
     assert main(["pcam", "unpack", str(root), "--quiet"]) == 0
-    assert "nothing to do" in capsys.readouterr().out
+    assert "already unpacked" in capsys.readouterr().out
+    for part in ("x", "y"):  # the .gz files deleted after unpacking, as users do: still "already unpacked"
+        (root / "pcam" / f"{split_file_name('valid', part)}.gz").unlink()
+    assert main(["pcam", "unpack", str(root), "--quiet"]) == 0
+    assert "already unpacked" in capsys.readouterr().out
+    assert main(["pcam", "unpack", str(tmp_path / "src" / "nothing_here"), "--quiet"]) == 2
 
 
 def test_unpack_corrupt_gzip_is_a_clean_error(tmp_path, capsys):

@@ -120,6 +120,25 @@ def test_resume_refuses_changed_settings(straight, prompts_dir, capsys):
     assert "differ" in capsys.readouterr().err
 
 
+def test_resume_extends_a_finished_run_to_more_steps(prompts_dir, tmp_path, capsys):
+    """What users resume for: a finished run continued to more steps (fewer are refused)."""
+    out = tmp_path / "model"
+    short = train_args(prompts_dir, out, "--preview-per-label", "0")
+    short[short.index("--steps") + 1] = "4"
+    assert main(short) == 0
+    longer = [*short, "--resume"]
+    longer[longer.index("--steps") + 1] = "6"
+    assert main(longer) == 0
+    assert len(losses(out)) == 6
+    record = json.loads((out / "training_config.json").read_text())
+    assert record["resumes"][-1]["step"] == 4
+    fewer = [*short, "--resume"]
+    fewer[fewer.index("--steps") + 1] = "3"
+    capsys.readouterr()
+    assert main(fewer) == 2
+    assert "differ" in capsys.readouterr().err
+
+
 # --- batches --------------------------------------------------------------------------------------
 def test_batches_depend_only_on_seed_and_step():
     data = PCam(sample_root(), "train")

@@ -33,9 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     parser.add_argument("--json", type=Path, help="also write the metrics as one JSON file (atomically)")
     group = parser.add_argument_group("feature spaces")
-    group.add_argument("--features", default="inception",
+    group.add_argument("--features",
                        help="comma-separated: 'inception' (FID), 'stain-texture', or transformers vision models "
-                       "(local dir or hub id, e.g. facebook/dinov2-small, owkin/phikon) (default: %(default)s)")
+                       "(local dir or hub id, e.g. facebook/dinov2-small, owkin/phikon) (default: inception; "
+                       "--quick: stain-texture)")
     group.add_argument("--inception-weights", type=Path, metavar="PATH",
                        help="the TorchScript FID Inception-v3 (inception-2015-12-05.pt); default: torch hub's cache, "
                        "downloaded there when online")
@@ -44,27 +45,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
     group.add_argument("--prdc-k", type=int, default=5, help="nearest neighbours of the PRDC balls "
                        "(default: %(default)s)")
-    group.add_argument("--projection", choices=("auto", "umap", "pca"), default="auto",
-                       help="coverage map method (default: %(default)s: UMAP when installed)")
+    group.add_argument("--projection", choices=("auto", "umap", "pca"),
+                       help="coverage map method (default: auto, UMAP when installed; --quick: pca)")
     group.add_argument("--device", default="cpu", help="device of the feature extractors (default: %(default)s)")
     group = parser.add_argument_group("probes")
-    group.add_argument("--epochs", type=int, default=15, help="probe epochs (default: %(default)s)")
-    group.add_argument("--min-steps", type=int, default=300,
-                       help="at least this many probe steps, for small sets (default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=32, help="probe batch size (default: %(default)s)")
+    group.add_argument("--epochs", type=int, help="probe epochs (default: 15; --quick: 4)")
+    group.add_argument("--min-steps", type=int,
+                       help="at least this many probe steps, for small sets (default: 300; --quick: 60)")
+    group.add_argument("--batch-size", type=int, help="probe batch size (default: 32; --quick: 16)")
     group.add_argument("--fidelity-blur-sigma", type=float, default=1.5,
                        help="focus-blur augmentation (max sigma, px) of the headline fidelity probe; a plain probe "
                        "is reported too (default: %(default)s)")
-    group.add_argument("--folds", type=int, default=4, help="two-sample-test folds (default: %(default)s)")
+    group.add_argument("--folds", type=int, help="two-sample-test folds (default: 4; --quick: 2)")
     group.add_argument("--seed", type=int, default=0, help="first probe seed (default: %(default)s)")
-    group.add_argument("--seeds", type=int, default=3, help="downstream probes per arm, seeds SEED.. "
-                       "(default: %(default)s)")
+    group.add_argument("--seeds", type=int, help="downstream probes per arm, seeds SEED.. "
+                       "(default: 3; --quick: 1)")
     group.add_argument("--ratios", default="0.5", help="comma-separated real + synthetic mixing ratios "
                        "(SyntheticPCam ratio; default: %(default)s)")
     group.add_argument("--real-fractions", default="", help="comma-separated small-real regimes, e.g. 0.01,0.1: "
                        "that fraction of the real train split, alone and topped up with synthetic (default: none)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a first look in about a minute on 2 CPU cores: stain-texture features, PCA map, short "
+                        "probes (4 epochs, >= 60 steps, batch 16), 2 folds, 1 downstream seed; options given "
+                        "explicitly win; the report says which settings ran")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
+
+
+# the settings of a full report and of --quick; an option given on the command line overrides both
+FULL = {"features": "inception", "projection": "auto", "epochs": 15, "min_steps": 300, "batch_size": 32,
+        "folds": 4, "seeds": 3}
+QUICK = {"features": "stain-texture", "projection": "pca", "epochs": 4, "min_steps": 60, "batch_size": 16,
+         "folds": 2, "seeds": 1}
+
+
+def apply_preset(args: argparse.Namespace) -> str:
+    """Fill the options left unset from the full or the --quick settings; returns the preset's name."""
+    preset = QUICK if args.quick else FULL
+    for name, value in preset.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return "quick" if args.quick else "full"
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -101,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from histoaug.evaluation.report import ReportConfig, write_report
     from histoaug.sample import resolve_data_root
 
+    preset = apply_preset(args)
     if args.epochs < 1:
         raise InvalidArgumentError(f"--epochs must be >= 1, got {args.epochs}")
     if args.min_steps < 0:
@@ -123,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         downstream=DownstreamConfig(ratios=_floats(args.ratios, "--ratios"),
                                     real_fractions=_floats(args.real_fractions, "--real-fractions"),
                                     seeds=tuple(range(args.seed, args.seed + args.seeds))),
-        device=args.device, command_line=shlex.join(args.command_line),
+        device=args.device, command_line=shlex.join(args.command_line), preset=preset,
     )
     progress = not args.no_progress
     if args.out is not None:

@@ -168,13 +168,13 @@ def run(args: argparse.Namespace) -> int:
             synthesizer, settings, args.out, model_id=model_id, provenance=provenance,
             resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
         )
-    if args.preview is not None:
-        _write_preview(args)
     print(f"wrote {args.out}: {summary.items} patches "
           f"({summary.generated} generated now in {summary.seconds:.1f} s, "
           f"{summary.patches_per_second:.1f} patches/s)")
     print("per label:  " + ", ".join(f"{label}: {count}" for label, count in summary.label_counts.items()))
     print("per prompt: " + ", ".join(f"{pid}: {count}" for pid, count in summary.prompt_counts.items()))
+    if args.preview is not None:
+        _write_preview(args)
     return 0
 
 

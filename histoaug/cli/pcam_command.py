@@ -35,7 +35,7 @@ def run_unpack(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     if not written:
-        print("nothing to do: every file is already unpacked (use --overwrite to redo)")
+        print("already unpacked: nothing to do (use --overwrite to unpack the .h5.gz files again)")
     return 0
 
 

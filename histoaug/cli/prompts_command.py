@@ -70,5 +70,6 @@ def run_build(args: argparse.Namespace) -> int:
               f"cluster sizes min {min(sizes)} / max {max(sizes)}"
               + (" (embeddings from cache)" if report["embeddings_from_cache"] else ""))
     if report["unused_prompts"]:
-        print(f"{report['unused_prompts']} prompts have no training patch")
+        unused = report["unused_prompts"]
+        print(f"{unused} prompt{'s have' if unused > 1 else ' has'} no training patch (never picked by default)")
     return 0

@@ -52,7 +52,14 @@ def unpack_root(root: str | Path, *, overwrite: bool = False, progress: bool = T
     root = Path(root).expanduser()
     sources = find_gzipped(root)
     if not sources:
-        raise PCamFilesNotFoundError(f"no camelyonpatch_*.h5.gz files in {root / 'pcam'} or {root}")
+        unpacked = [folder / name for folder in (root / "pcam", root)
+                    for name in (split_file_name(split, part) for split in SPLITS for part in ("x", "y"))
+                    if (folder / name).is_file()]
+        if unpacked:  # the .gz files were removed after unpacking: nothing to do, and nothing wrong
+            logger.info("already unpacked: %d camelyonpatch_*.h5 files in %s", len(unpacked), unpacked[0].parent)
+            return []
+        raise PCamFilesNotFoundError(f"no camelyonpatch_*.h5.gz files (and no unpacked .h5 ones) in "
+                                     f"{root / 'pcam'} or {root}")
     done = []
     for source in sources:
         if source.with_suffix("").exists() and not overwrite:

@@ -71,6 +71,7 @@ class ReportConfig:
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     device: str = "cpu"
     command_line: str = ""
+    preset: str = "custom"  # "full" or "quick" from the CLI; said in the report next to the settings
 
 
 @dataclass(frozen=True)
@@ -308,7 +309,8 @@ def compute_report(config: ReportConfig, sets: list[SyntheticSet], figures: Path
                             "labels": _label_counts(entry.labels),
                             "prompts": _prompt_counts(entry.prompt_ids),
                             "provenance": entry.provenance} for entry in loaded],
-        "settings": {"probe": asdict(config.probe), "folds": config.folds, "prdc_k": config.prdc_k,
+        "settings": {"preset": config.preset, "probe": asdict(config.probe), "folds": config.folds,
+                     "prdc_k": config.prdc_k,
                      "projection": config.projection, "features": list(config.features),
                      "downstream": {"ratios": list(config.downstream.ratios),
                                     "real_fractions": list(config.downstream.real_fractions),

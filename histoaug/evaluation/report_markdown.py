@@ -126,6 +126,13 @@ def render_markdown(metrics: dict[str, Any]) -> str:
                      + (f"; {source}" if source else ""))
     lines += ["", f"Probe: small CNN, {probe['epochs']} epochs (at least {probe['min_steps']} steps), batch "
               f"{probe['batch_size']}, lr {probe['lr']}. Command: `{metrics['command_line'] or '(API call)'}`", ""]
+    if metrics["settings"].get("preset") == "quick":
+        settings = metrics["settings"]
+        lines += [f"**Quick look (`--quick`)**: reduced settings, for a first reading, not for a paper: features "
+                  f"{', '.join(settings['features'])}, coverage map {settings['projection']}, probes "
+                  f"{probe['epochs']} epochs (>= {probe['min_steps']} steps, batch {probe['batch_size']}), "
+                  f"{settings['folds']} two-sample folds, downstream seeds {settings['downstream']['seeds']}. "
+                  "Short probes are weak probes: rerun without --quick before quoting a number.", ""]
     lines += _distance_section(metrics, names)
     lines += _downstream_section(metrics, names)
     lines += _fidelity_section(metrics, names)

@@ -45,6 +45,9 @@ def prepare_out(config: TrainingRunConfig, is_main: bool, inputs: dict[str, str]
     record = json.loads(saved.read_text())
     previous = record["config"]
     differing = sorted(k for k, v in config.defining().items() if _normalise(previous.get(k)) != _normalise(v))
+    if "steps" in differing and isinstance(previous.get("steps"), int) and config.steps > previous["steps"]:
+        _extend(config, previous["steps"], out)
+        differing.remove("steps")
     if differing:
         changes = ", ".join(f"{k}: {previous.get(k)!r} -> {getattr(config, k)!r}" for k in differing)
         raise InvalidArgumentError(f"--resume with settings that differ from the run in {out} ({changes})")
@@ -58,6 +61,20 @@ def prepare_out(config: TrainingRunConfig, is_main: bool, inputs: dict[str, str]
         logger.warning("%s has no checkpoint yet; starting from step 0", out)
         return None
     return checkpoints[-1][1]
+
+
+def _extend(config: TrainingRunConfig, previous_steps: int, out: Path) -> None:
+    """``--resume --steps M`` on a run of N < M steps: continue it to M steps, what users resume for.
+
+    The warm-up keeps its original length (it is over, or ends where it would have); the cosine decay
+    from the resume point on is that of a run of M steps, so the learning rate rises at the resume
+    point and the weights differ from a run trained with M steps from the start (said in the log and
+    kept in the run record's ``resumes``)."""
+    if config.warmup_steps is None:
+        config.warmup_steps = min(500, previous_steps // 20)  # the original run's effective warm-up
+    logger.warning("extending %s from %d to %d steps: the learning-rate decay continues as for a %d-step run "
+                   "(not identical to training %d steps from the start)", out, previous_steps, config.steps,
+                   config.steps, config.steps)
 
 
 def _normalise(value: Any) -> Any:
