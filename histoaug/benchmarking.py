@@ -158,14 +158,18 @@ BASELINE = "diffusers StableDiffusionPipeline fp32"
 
 
 AUTO = "auto"
+# ``auto`` is benchmarked as a long generation job gets it (``histoaug generate --n 100000``): the
+# compile decision depends on the job's size (histoaug.synthesis.backends.selection.compile_pays)
+AUTO_JOB_PATCHES = 100_000
 
 
 @dataclass(frozen=True)
 class BackendSpec:
     """One benchmarked runtime: backend name, dtype, and (torch) whether the UNet is compiled.
 
-    ``auto`` is what a user gets with no speed flags (``load_synthesizer(source)``): resolved at load,
-    and reported with the runtime it resolved to.
+    ``auto`` is what a user gets with no speed flags for a long job (``histoaug generate --n 100000``,
+    ``load_synthesizer(source, expected_patches=100000)``): resolved at load, and reported with the
+    runtime it resolved to.
     """
 
     name: str
@@ -213,7 +217,7 @@ class BackendSpec:
         from histoaug.synthesis.synthesizer import load_synthesizer
 
         if self.name == AUTO:
-            return load_synthesizer(artifact or model, device=device)
+            return load_synthesizer(artifact or model, device=device, expected_patches=AUTO_JOB_PATCHES)
         return load_synthesizer(model if self.name == "torch" else artifact, backend=self.name, device=device,
                                 dtype=self.dtype, compile=self.compile)
 

@@ -26,13 +26,15 @@ def synthetic_file(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ratio", ["0", "0.5", "1"])
-def test_example_reports_validation_auc(synthetic_file, ratio):
+def test_example_reports_valid_and_test_auc(synthetic_file, ratio):
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), "--ratio", ratio, "--synthesizer", str(synthetic_file), "--epochs", "1",
          "--workers", "2"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    match = re.search(r"final validation ROC AUC: (\d\.\d+)", result.stdout)
-    assert match and 0.0 <= float(match.group(1)) <= 1.0
+    for split in ("validation", "test"):  # both held-out splits, with the caveat that tells them apart
+        match = re.search(rf"final {split} ROC AUC: (\d\.\d+)", result.stdout)
+        assert match and 0.0 <= float(match.group(1)) <= 1.0, result.stdout
+    assert "valid shares its source images with train" in result.stdout
     assert f"{float(ratio):.0%} synthetic" in result.stdout

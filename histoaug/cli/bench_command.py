@@ -28,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default=None,
                         help="benchmark a model preset with random weights instead of --model (tiny, small, histo96)")
     parser.add_argument("--workdir", type=Path, default=None, help="where built models and exports are cached")
-    parser.add_argument("--backends", default="torch:fp32,torch:bf16,onnxruntime:fp32",
-                        help="comma-separated specs: auto (what load_synthesizer picks with no speed flags) or "
+    parser.add_argument("--backends", default="auto,torch:fp32,torch:bf16,onnxruntime:fp32",
+                        help="comma-separated specs: auto (what a long job gets with no speed flags, e.g. "
+                        "histoaug generate --n 100000) or "
                         "NAME[:DTYPE[:compile]], e.g. torch:bf16:compile (compiles happen in the warm-up, outside "
                         "the timing)")
     parser.add_argument("--device", default="cpu", help="device to benchmark on: cpu, cuda, cuda:1 "
