@@ -43,6 +43,7 @@ class ExportSettings:
     # also copy text_encoder/, tokenizer/ and model_index.json, so the artifact is a complete
     # diffusers pipeline dir too (StableDiffusionPipeline.from_pretrained, --format diffusers)
     with_text_encoder: bool = False
+    progress: bool = False  # a stage bar (an export takes ~20-60 s on a 2-core CPU)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -111,10 +112,14 @@ def _write_diffusers(src: Path, work: Path) -> None:
 
 
 def _write_artifact(src: Path, work: Path, model: ModelFiles, settings: ExportSettings) -> None:
+    from tqdm.auto import tqdm
+
     from histoaug.export.graph_checks import attention_blocks, check_fused_attention, opset_of
     from histoaug.export.onnx_graphs import OPSET, export_unet, export_vae_decoder
     from histoaug.export.verify import verify_export
 
+    bar = tqdm(total=4 if settings.verify else 3, desc="export", unit="stage", disable=not settings.progress)
+    bar.set_postfix_str("loading weights")
     unet, vae = _load_components(src)
     latent_shape = (model.latent_channels, model.latent_size, model.latent_size)
     text_shape = tuple(model.embeddings.cond.shape[1:])
@@ -124,20 +129,28 @@ def _write_artifact(src: Path, work: Path, model: ModelFiles, settings: ExportSe
     onnx_dir = work / layout.ONNX_DIR
     onnx_dir.mkdir()
     unet_graph, vae_graph = onnx_dir / layout.UNET_FILE, onnx_dir / layout.VAE_DECODER_FILE
+    bar.update()
+    bar.set_postfix_str("UNet -> ONNX")
     export_unet(copy.deepcopy(unet), unet_graph, dtype=settings.dtype, batch=settings.batch,
                 latent_shape=latent_shape, text_shape=text_shape)
+    bar.update()
+    bar.set_postfix_str("VAE decoder -> ONNX")
     export_vae_decoder(copy.deepcopy(vae), vae_graph, dtype=settings.dtype, batch=settings.batch,
                        latent_shape=latent_shape)
+    bar.update()
     structure = {
         "unet": check_fused_attention(unet_graph, attention_blocks(unet)),
         "vae_decoder": check_fused_attention(vae_graph, attention_blocks(vae.decoder)),
     }
     checks: dict[str, Any] = {}
     if settings.verify:
+        bar.set_postfix_str("ONNX Runtime vs torch")
         for check in verify_export(onnx_dir, unet, vae, dtype=settings.dtype, batch=settings.batch,
                                    latent_shape=latent_shape, text_shape=text_shape):
             checks[check.graph] = {"max_abs_error": check.max_abs_error, "relative_error": check.relative_error,
                                    "tolerance": check.tolerance, "provider": check.provider}
+        bar.update()
+    bar.close()
     if settings.with_text_encoder:
         layout.copy_text_encoder(src, work)
     # a re-exported artifact keeps the identity of the model it was exported from (same weights)

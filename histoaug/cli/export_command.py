@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also copy the text encoder, tokenizer and model_index.json (onnx format), so the "
                         "artifact is a complete diffusers pipeline dir too")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ExportSettings(format=args.format, dtype=args.dtype, batch=args.batch,
                               overwrite=args.overwrite, verify=not args.no_verify,
-                              with_text_encoder=args.with_text_encoder)
+                              with_text_encoder=args.with_text_encoder, progress=not args.no_progress)
     out = export_model(args.src, args.out, settings)
     print(f"wrote {out} ({args.format}, {args.dtype})")
     return 0
