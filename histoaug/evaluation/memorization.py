@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from histoaug._version import __version__
@@ -59,6 +60,8 @@ from histoaug.evaluation.pixel_similarity import (
     DIHEDRAL_NAMES,
     ThumbnailEmbedder,
     aligned_correlation_indexed,
+    aligned_scores,
+    detail_units,
     dihedral_thumbnail_vectors,
 )
 from histoaug.evaluation.report import SyntheticSet, json_default, load_synthetic_set, slug
@@ -68,6 +71,9 @@ logger = logging.getLogger(__name__)
 
 REFERENCE = "reference"
 PIXEL_BLOCK = 64  # queries per pixel-check block: 64 x 20 candidates x 27,648 floats = 141 MB
+# a training split whose detail vectors fit in this many bytes is filtered once, up front (the bundled sample:
+# 1,200 patches, 133 MB); larger ones are filtered per block, candidates only
+PRECOMPUTE_DETAIL_BYTES = 1 << 29
 CSV_COLUMNS = ("index", "label", "prompt_id", "train_index", "correlation", "transform", "second_correlation",
                "pixel_ratio", "feature_train_index", "feature_distance", "feature_ratio", "copy")
 
@@ -154,6 +160,7 @@ class TrainingIndex:
     mean: np.ndarray
     scale: np.ndarray
     thumbnails: np.ndarray
+    details: torch.Tensor | None = None  # (N, P) detail unit vectors, when they fit PRECOMPUTE_DETAIL_BYTES
 
     def standardise(self, features: np.ndarray) -> np.ndarray:
         return ((features - self.mean) / self.scale).astype(np.float32)
@@ -196,6 +203,9 @@ def build_training_index(train: PCam, space: FeatureSpace, config: AuditConfig, 
                            use_cache=config.use_cache, progress=progress).embeddings.numpy()
     index = TrainingIndex(train, np.empty(0, np.float32), mean, scale, np.ascontiguousarray(thumbs, np.float32))
     index.features = index.standardise(raw)
+    if len(train) * 96 * 96 * 3 * 4 <= PRECOMPUTE_DETAIL_BYTES:
+        index.details = torch.cat([detail_units(train.read_images(np.arange(start, min(start + 256, len(train)))))
+                                   for start in range(0, len(train), 256)])
     return index
 
 
@@ -237,9 +247,12 @@ def match_patches(name: str, dataset: PCam, images: np.ndarray, index: TrainingI
     for start in tqdm(range(0, queries, PIXEL_BLOCK), desc=f"{name}: pixel check", unit="block",
                       disable=not progress):
         cand = candidates[start:start + PIXEL_BLOCK]
-        unique, position = np.unique(cand, return_inverse=True)
-        corr, which = aligned_correlation_indexed(images[start:start + PIXEL_BLOCK], index.dataset.read_images(unique),
-                                                  position.reshape(cand.shape))
+        if index.details is not None:
+            corr, which = aligned_scores(images[start:start + PIXEL_BLOCK], index.details[torch.from_numpy(cand)])
+        else:
+            unique, position = np.unique(cand, return_inverse=True)
+            corr, which = aligned_correlation_indexed(images[start:start + PIXEL_BLOCK],
+                                                      index.dataset.read_images(unique), position.reshape(cand.shape))
         top = corr.argmax(axis=1)
         rows = np.arange(len(cand))
         best_index[start:start + len(cand)] = cand[rows, top]

@@ -10,11 +10,12 @@ force, no approximate index), so they find the same neighbours; they differ only
   keeping a running top-k; runs on any torch device (a GPU makes 262k x 100k seconds).
 
 Both search in float32 and return ``k + margin`` candidates, which are then re-ranked with float64
-distances and sorted by (distance, index). So the result does not depend on the engine's
-rounding or tie order: faiss and torch give identical neighbours and distances unless two
-candidates tie within float32 rounding at rank ``k + margin`` (tests/test_audit_neighbours.py
-checks identity). ``engine="auto"`` takes faiss when it is installed and the device is the CPU,
-else torch; the engine that ran is returned and the audit report states it.
+distances and sorted by (distance, index); a query whose last candidate ties the k-th (within
+float32 rounding: duplicated training patches, quantised features) is searched again by float64
+brute force. So the result does not depend on the engine's rounding or tie order: faiss and torch
+give identical neighbours and distances (tests/test_audit_neighbours.py checks it, ties included).
+``engine="auto"`` takes faiss when it is installed and the device is the CPU, else torch; the engine
+that ran is returned and the audit report states it.
 
 Memory is bounded by the blocks: the base is held once (float32, N x D), the distance blocks are
 ``query_block x base_block`` floats.
@@ -114,18 +115,48 @@ def _torch_candidates(queries: np.ndarray, base: np.ndarray, k: int, device: tor
     return out
 
 
-def _rerank(queries: np.ndarray, base: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact float64 distances of the candidates, sorted by (distance, index); the first ``k`` kept."""
+def _exact_rows(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 brute force over the whole base for a few queries, sorted by (distance, index)."""
     indices = np.empty((len(queries), k), dtype=np.int64)
     distances = np.empty((len(queries), k), dtype=np.float64)
+    positions = np.arange(len(base))
+    for row, query in enumerate(queries.astype(np.float64)):
+        d = np.empty(len(base), dtype=np.float64)
+        for b0 in range(0, len(base), BASE_BLOCK):
+            diff = base[b0:b0 + BASE_BLOCK].astype(np.float64) - query
+            d[b0:b0 + BASE_BLOCK] = np.sqrt((diff * diff).sum(axis=1))
+        order = np.lexsort((positions, d))[:k]
+        indices[row], distances[row] = order, d[order]
+    return indices, distances
+
+
+def _rerank(queries: np.ndarray, base: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact float64 distances of the candidates, sorted by (distance, index); the first ``k`` kept.
+
+    Where the last candidate is as close as the k-th (within float32 rounding), more base rows may
+    tie beyond the candidates, and which of them an engine returned is its own business: those
+    queries are searched again by float64 brute force, so ties resolve to the lowest indices.
+    """
+    indices = np.empty((len(queries), k), dtype=np.int64)
+    distances = np.empty((len(queries), k), dtype=np.float64)
+    ambiguous = np.zeros(len(queries), dtype=bool)
     step = max(1, (1 << 24) // max(1, candidates.shape[1] * base.shape[1]))  # ~128 MB of float64 per step
     for start in range(0, len(queries), step):
         cand = candidates[start:start + step]
         diff = base[cand].astype(np.float64) - queries[start:start + step, None, :].astype(np.float64)
         d = np.sqrt((diff * diff).sum(axis=2))
-        order = np.lexsort((cand, d), axis=1)[:, :k]
-        indices[start:start + step] = np.take_along_axis(cand, order, axis=1)
-        distances[start:start + step] = np.take_along_axis(d, order, axis=1)
+        order = np.lexsort((cand, d), axis=1)
+        kept = order[:, :k]
+        indices[start:start + step] = np.take_along_axis(cand, kept, axis=1)
+        distances[start:start + step] = np.take_along_axis(d, kept, axis=1)
+        if candidates.shape[1] < len(base):
+            kth = distances[start:start + step, -1]
+            farthest = np.take_along_axis(d, order[:, -1:], axis=1)[:, 0]
+            tolerance = 1e-5 * np.maximum(kth, 1.0)
+            ambiguous[start:start + step] = farthest - kth <= tolerance
+    if ambiguous.any():
+        logger.debug("%d queries tie at the candidate boundary: exact float64 search", int(ambiguous.sum()))
+        indices[ambiguous], distances[ambiguous] = _exact_rows(queries[ambiguous], base, k)
     return indices, distances
 
 

@@ -98,18 +98,27 @@ def aligned_correlation(queries: np.ndarray, candidates: np.ndarray) -> tuple[np
     return aligned_correlation_indexed(queries, flat, np.arange(b * c).reshape(b, c))
 
 
-def aligned_correlation_indexed(queries: np.ndarray, patches: np.ndarray,
-                                candidate_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`aligned_correlation` with candidates given as indices into ``patches`` (each filtered once)."""
+def detail_units(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, H * W * 3) centred unit vectors of their detail (flat patches: zero)."""
+    return centred_unit(detail(images).reshape(len(images), -1), _FLAT_STD)
+
+
+def aligned_scores(queries: np.ndarray, candidate_units: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Best-of-8 correlation of each query's detail with (B, C, P) candidate :func:`detail_units`."""
     b = len(queries)
     q = detail(queries)
     transformed = torch.stack([dihedral(q, t).reshape(b, -1) for t in range(8)], dim=1)  # (B, 8, P)
     transformed = centred_unit(transformed.reshape(b * 8, -1), _FLAT_STD).reshape(b, 8, -1)
-    units = centred_unit(detail(patches).reshape(len(patches), -1), _FLAT_STD)
-    cand = units[torch.from_numpy(np.asarray(candidate_index, dtype=np.int64))]  # (B, C, P)
-    scores = torch.einsum("btp,bcp->bct", transformed, cand)  # (B, C, 8)
+    scores = torch.einsum("btp,bcp->bct", transformed, candidate_units)  # (B, C, 8)
     best, which = scores.max(dim=2)
     return best.double().numpy(), which.numpy()
+
+
+def aligned_correlation_indexed(queries: np.ndarray, patches: np.ndarray,
+                                candidate_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`aligned_correlation` with candidates given as indices into ``patches`` (each filtered once)."""
+    units = detail_units(patches)
+    return aligned_scores(queries, units[torch.from_numpy(np.asarray(candidate_index, dtype=np.int64))])
 
 
 def thumbnails(images: np.ndarray) -> torch.Tensor:
