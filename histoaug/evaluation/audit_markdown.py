@@ -93,12 +93,12 @@ def render_audit_markdown(metrics: dict[str, Any]) -> str:
                "the reference binds: held-out real patches reach the floor, so the threshold is raised to their tail "
                "and copies below it cannot be told from real look-alikes")
     lines += ["## The rule and its calibration", "",
-              "A synthetic patch is a **near-copy** when the normalised (Pearson) correlation r of its band-pass pixel "
-              "detail (Gaussian blur sigma 1 px minus sigma 4 px) with a training patch's, under the best of the 8 "
-              f"flips/rotations, exceeds **{thresholds['correlation']:.3f}**"
+              "A synthetic patch is a **near-copy** when the normalised (Pearson) correlation r of its band-pass "
+              "pixel detail (grey image, Gaussian blur sigma 1 px minus sigma 4 px) with a training patch's, under "
+              f"the best of the 8 flips/rotations, exceeds **{thresholds['correlation']:.3f}**"
               f" = max(near-duplicate floor {thresholds['floor']:.3f}, the reference's {1 - thresholds['quantile']:g}"
               f" quantile {thresholds['reference_quantile_value']:.3f}); {binding}. A near-copy survives JPEG, "
-              "noise, flips and rotations with r of about 0.9-1.0; patches cut from the same slides without a shared "
+              "noise, flips and rotations with r of about 0.94-1.0; patches cut from the same slides without a shared "
               "pixel stay near 0.1-0.25 (docs/audit.md). Copy rates carry "
               f"{confidence}% Clopper-Pearson intervals.", "",
               f"Candidates: the {search['feature_neighbours']} nearest training patches in {features['space']} "

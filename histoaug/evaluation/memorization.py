@@ -13,15 +13,15 @@ patch is matched against the training split, and the same is done for held-out r
    all 8 flips/rotations of the query (:mod:`histoaug.evaluation.pixel_similarity`): finds the
    candidates of flipped, rotated, noisy or compressed copies that feature spaces miss;
 3. **pixel check** -- the normalised correlation of the full-resolution band-pass pixel detail
-   (difference of Gaussians, sigma 1 - 4 px: :func:`~histoaug.evaluation.pixel_similarity.detail`)
+   (grey, difference of Gaussians of sigma 1 and 4 px: :func:`~histoaug.evaluation.pixel_similarity.detail`)
    of the query and every candidate of 1 and 2, best of the 8 dihedral alignments: the match
    (training patch and transform), its correlation r, the second-best distinct training patch's,
    and the ratio of their distances (1 - r): a copy is far closer to one patch than to any other.
 
 A synthetic patch is a **near-copy** when r exceeds ``max(min_correlation, reference quantile)``:
 a fixed definition of a near-duplicate (0.5 by default; measured on the bundled sample, planted
-copies score >= 0.95 after JPEG quality 50-75 or noise sigma 8 and >= 0.88 at sigma 15, held-out
-patches of the very slides trained on <= 0.24, docs/audit.md), raised to the reference's
+copies score >= 0.98 after JPEG quality 50-75 or noise sigma 8 and >= 0.94 at sigma 15, held-out
+patches of the very slides trained on <= 0.25, docs/audit.md), raised to the reference's
 ``1 - q`` quantile (q = 0.001) when held-out real patches get that close. The floor is what keeps
 same-slide look-alikes unflagged whatever split serves as the reference; the quantile keeps the
 audit from calling "copy" what held-out real data does too. The copy rate comes with a
@@ -70,10 +70,10 @@ from histoaug.training.embedding import embed_dataset
 logger = logging.getLogger(__name__)
 
 REFERENCE = "reference"
-PIXEL_BLOCK = 64  # queries per pixel-check block: 64 x 20 candidates x 27,648 floats = 141 MB
-# a training split whose detail vectors fit in this many bytes is filtered once, up front (the bundled sample:
-# 1,200 patches, 133 MB); larger ones are filtered per block, candidates only
-PRECOMPUTE_DETAIL_BYTES = 1 << 29
+PIXEL_BLOCK = 256  # queries per pixel-check block: 256 x 20 candidates x 2,304 floats = 47 MB
+# a training split whose detail vectors (2,304 floats each) fit in this many bytes is filtered once, up front
+# (up to 116k patches; the bundled sample's 1,200: 11 MB); larger ones are filtered per block, candidates only
+PRECOMPUTE_DETAIL_BYTES = 1 << 30
 CSV_COLUMNS = ("index", "label", "prompt_id", "train_index", "correlation", "transform", "second_correlation",
                "pixel_ratio", "feature_train_index", "feature_distance", "feature_ratio", "copy")
 
@@ -203,7 +203,7 @@ def build_training_index(train: PCam, space: FeatureSpace, config: AuditConfig, 
                            use_cache=config.use_cache, progress=progress).embeddings.numpy()
     index = TrainingIndex(train, np.empty(0, np.float32), mean, scale, np.ascontiguousarray(thumbs, np.float32))
     index.features = index.standardise(raw)
-    if len(train) * 96 * 96 * 3 * 4 <= PRECOMPUTE_DETAIL_BYTES:
+    if len(train) * 48 * 48 * 4 <= PRECOMPUTE_DETAIL_BYTES:
         index.details = torch.cat([detail_units(train.read_images(np.arange(start, min(start + 256, len(train)))))
                                    for start in range(0, len(train), 256)])
     return index
@@ -448,7 +448,8 @@ def compute_audit(config: AuditConfig, sets: list[SyntheticSet], figures: Path, 
                                 "the query"},
         "thresholds": {**asdict(thresholds), "confidence": config.confidence,
                        "rule": "near-copy: best-of-8-dihedral normalised correlation of the band-pass pixel detail "
-                               "(DoG sigma 1 - 4 px) with a training patch > max(floor, reference (1 - q) quantile)"},
+                               "(grey, DoG sigma 1 - 4 px) with a training patch > max(floor, reference (1 - q) "
+                               "quantile)"},
         "sets": results,
         "gate": {"fail_above": config.fail_above, "failed": failed},
         "seconds": seconds,
