@@ -4,13 +4,18 @@ Brute force over the bundled sample's 1,200 training patches (no search, so no c
 missed): for held-out patches (valid: same slides, no shared pixel; test: other slides) and for 60
 planted copies of training patches (each flipped/rotated one of the 8 ways, then JPEG-compressed
 or noised), the best-of-8 correlation with any training patch, two ways: raw RGB pixels, and the
-band-pass grey detail the audit uses (histoaug.evaluation.pixel_similarity.detail). Run:
+band-pass grey detail the audit uses (histoaug.evaluation.pixel_similarity.detail).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/audit_calibration.py     # ~1 min on 2 cores
+``--vae-round-trip ROOT`` adds the sensitivity check for the embedded model: its training patches
+(ROOT:train) encoded and decoded by its own VAE, i.e. what a generator that memorised them
+perfectly could at best output through that decoder, against the originals. Run:
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/audit_calibration.py [--vae-round-trip ROOT]   # ~1-2 min
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 
 import numpy as np
@@ -45,7 +50,27 @@ def _best(queries: np.ndarray, train: np.ndarray, kind: str) -> np.ndarray:
     return best.numpy()
 
 
+def vae_round_trip(root: str) -> np.ndarray:
+    """Best aligned detail correlation of each training patch of ``root`` with its default-VAE reconstruction."""
+    from diffusers import AutoencoderKL
+
+    from histoaug.evaluation.pixel_similarity import aligned_correlation
+    from histoaug.synthesis.model_source import default_model_dir
+
+    vae = AutoencoderKL.from_pretrained(default_model_dir() / "vae").eval()
+    data = PCam(root, "train")
+    x = data.read_images(np.arange(len(data)))
+    with torch.no_grad():
+        pixels = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+        decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
+    rec = ((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return aligned_correlation(rec, x[:, None])[0][:, 0]
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vae-round-trip", metavar="ROOT", help="the embedded model's training data (PCam root)")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     train, valid, test = _load("train"), _load("valid"), _load("test")
     rng = np.random.default_rng(0)
@@ -67,6 +92,10 @@ def main() -> None:
             extreme = best.min() if name.startswith("copy") else best.max()
             cells.append(f"{np.median(best):.3f} / {extreme:.3f}")
         print(f"| {name} | {len(images)} | {cells[0]} | {cells[1]} |", flush=True)
+    if args.vae_round_trip:
+        r = vae_round_trip(args.vae_round_trip)
+        print(f"\ndefault model's VAE round trip of {len(r)} training patches of {args.vae_round_trip}: detail r "
+              f"min {r.min():.3f}, median {np.median(r):.3f}, max {r.max():.3f}")
 
 
 if __name__ == "__main__":

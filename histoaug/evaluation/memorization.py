@@ -313,11 +313,11 @@ def calibrate(reference: Matches, config: AuditConfig) -> Thresholds:
                       float(np.quantile(reference.feature_distance, q)), q)
 
 
-def _pair_rows(order: np.ndarray, matches: Matches, images: np.ndarray, train: PCam, what: str,
+def _pair_rows(order: np.ndarray, matches: Matches, images: np.ndarray, train: PCam, prefix: str,
                flags: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
     rows = []
     for i in order:
-        caption = (f"{what[:12]} #{i} -> train #{matches.train_index[i]}\nr = {matches.correlation[i]:.3f}, "
+        caption = (f"{prefix}#{i} -> train #{matches.train_index[i]}\nr = {matches.correlation[i]:.3f}, "
                    f"{DIHEDRAL_NAMES[matches.transform[i]]}" + (", COPY" if flags[i] else ""))
         rows.append((caption, images[i], train.read_images([int(matches.train_index[i])])[0]))
     return rows
@@ -385,7 +385,7 @@ def compute_audit(config: AuditConfig, sets: list[SyntheticSet], figures: Path, 
     ref_flags = ref_matches.correlation > thresholds.correlation
     seconds["reference"] = round(time.perf_counter() - start, 2)
     ref_order = np.argsort(-ref_matches.correlation, kind="stable")[:config.pairs_shown]
-    pair_grid(_pair_rows(ref_order, ref_matches, reference_x, train, "reference", ref_flags),
+    pair_grid(_pair_rows(ref_order, ref_matches, reference_x, train, "ref ", ref_flags),
               figures / "closest_reference.png")
 
     csvs: dict[str, str] = {}
@@ -398,7 +398,7 @@ def compute_audit(config: AuditConfig, sets: list[SyntheticSet], figures: Path, 
         feature_flags = matches.feature_distance < thresholds.feature_distance
         name = slug(entry.name)
         order = np.argsort(-matches.correlation, kind="stable")[:config.pairs_shown]
-        pairs = pair_grid(_pair_rows(order, matches, entry.images, train, entry.name, flags),
+        pairs = pair_grid(_pair_rows(order, matches, entry.images, train, "", flags),
                           figures / f"closest_{name}.png")
         histogram = correlation_histograms(
             {entry.name: (matches.correlation, matches.feature_distance),
