@@ -175,11 +175,14 @@ def test_bad_input_is_one_line_and_exit_2(planted, tmp_path, capsys):
     with h5py.File(tmp_path / "wrong_size.h5", "w") as handle:
         handle["x"] = np.zeros((4, 64, 64, 3), np.uint8)
         handle["y"] = np.zeros(4, np.uint8)
+    one_root = tmp_path / "one"
+    write_release_split(one_root, "train", *random_patches(1))
     existing = tmp_path / "exists"
     existing.mkdir()
     cases = [
         (["--train", f"{empty_root}:train", "--reference", "sample:valid"], "empty"),
         (["--train", str(tmp_path / "nowhere"), "--reference", "sample:valid"], "does not exist"),
+        (["--train", str(one_root), "--reference", "sample:valid"], "at least 2"),
         (["--train", "sample:train", "--reference", "sample:train"], "training split itself"),
         (["--train", "sample:train", "--synthetic", str(tmp_path / "wrong_size.h5")], "expected (N, 96, 96, 3)"),
         (["--train", "sample:train", "--out", str(existing)], "--overwrite"),

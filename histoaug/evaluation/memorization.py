@@ -204,8 +204,8 @@ def build_training_index(train: PCam, space: FeatureSpace, config: AuditConfig, 
     index = TrainingIndex(train, np.empty(0, np.float32), mean, scale, np.ascontiguousarray(thumbs, np.float32))
     index.features = index.standardise(raw)
     if len(train) * 48 * 48 * 4 <= PRECOMPUTE_DETAIL_BYTES:
-        index.details = torch.cat([detail_units(train.read_images(np.arange(start, min(start + 256, len(train)))))
-                                   for start in range(0, len(train), 256)])
+        index.details = torch.cat([detail_units(train.read_images(np.arange(start, min(start + 256, len(train)))),
+                                                config.device) for start in range(0, len(train), 256)])
     return index
 
 
@@ -248,11 +248,13 @@ def match_patches(name: str, dataset: PCam, images: np.ndarray, index: TrainingI
                       disable=not progress):
         cand = candidates[start:start + PIXEL_BLOCK]
         if index.details is not None:
-            corr, which = aligned_scores(images[start:start + PIXEL_BLOCK], index.details[torch.from_numpy(cand)])
+            corr, which = aligned_scores(images[start:start + PIXEL_BLOCK],
+                                         index.details[torch.from_numpy(cand).to(index.details.device)])
         else:
             unique, position = np.unique(cand, return_inverse=True)
             corr, which = aligned_correlation_indexed(images[start:start + PIXEL_BLOCK],
-                                                      index.dataset.read_images(unique), position.reshape(cand.shape))
+                                                      index.dataset.read_images(unique), position.reshape(cand.shape),
+                                                      config.device)
         top = corr.argmax(axis=1)
         rows = np.arange(len(cand))
         best_index[start:start + len(cand)] = cand[rows, top]
@@ -365,6 +367,9 @@ def compute_audit(config: AuditConfig, sets: list[SyntheticSet], figures: Path, 
     start = time.perf_counter()
     train = PCam(config.train.root, config.train.split)
     reference = PCam(config.reference.root, config.reference.split)
+    if len(train) < 2:
+        raise InvalidArgumentError(f"the training split {config.train.name} has {len(train)} patch; the audit "
+                                   "needs at least 2 (nearest and second-nearest)")
     if _same_split(train, reference):
         raise InvalidArgumentError(f"the reference {config.reference.name} is the training split itself; name "
                                    "held-out real patches (e.g. ROOT:valid or ROOT:test)")

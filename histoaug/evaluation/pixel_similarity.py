@@ -92,10 +92,10 @@ def _detail_matrices() -> tuple[torch.Tensor, torch.Tensor]:
     return blurs[0], blurs[1]
 
 
-def detail(images: np.ndarray) -> torch.Tensor:
+def detail(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """(B, 96, 96, 3) uint8 -> (B, 48, 48, 1) float32 band-pass detail of the grey image (module docstring)."""
-    grey = torch.from_numpy(np.ascontiguousarray(images)).float().mean(dim=3)  # (B, 96, 96)
-    fine, coarse = _detail_matrices()
+    grey = torch.from_numpy(np.ascontiguousarray(images)).to(device).float().mean(dim=3)  # (B, 96, 96)
+    fine, coarse = (matrix.to(grey.device) for matrix in _detail_matrices())
     out = fine @ grey @ fine.T - coarse @ grey @ coarse.T
     return out.unsqueeze(3)
 
@@ -112,27 +112,31 @@ def aligned_correlation(queries: np.ndarray, candidates: np.ndarray) -> tuple[np
     return aligned_correlation_indexed(queries, flat, np.arange(b * c).reshape(b, c))
 
 
-def detail_units(images: np.ndarray) -> torch.Tensor:
-    """(B, 96, 96, 3) uint8 -> (B, 2304) centred unit vectors of their detail (flat patches: zero)."""
-    return centred_unit(detail(images).reshape(len(images), -1), _FLAT_STD)
+def detail_units(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """(B, 96, 96, 3) uint8 -> (B, 2304) centred unit vectors of their detail (flat patches: zero), on ``device``."""
+    return centred_unit(detail(images, device).reshape(len(images), -1), _FLAT_STD)
 
 
 def aligned_scores(queries: np.ndarray, candidate_units: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Best-of-8 correlation of each query's detail with (B, C, P) candidate :func:`detail_units`."""
+    """Best-of-8 correlation of each query's detail with (B, C, P) candidate :func:`detail_units`.
+
+    Runs on the device of ``candidate_units``; returns CPU arrays.
+    """
     b = len(queries)
-    q = detail(queries)
+    q = detail(queries, candidate_units.device)
     transformed = torch.stack([dihedral(q, t).reshape(b, -1) for t in range(8)], dim=1)  # (B, 8, P)
     transformed = centred_unit(transformed.reshape(b * 8, -1), _FLAT_STD).reshape(b, 8, -1)
     scores = torch.einsum("btp,bcp->bct", transformed, candidate_units)  # (B, C, 8)
     best, which = scores.max(dim=2)
-    return best.double().numpy(), which.numpy()
+    return best.double().cpu().numpy(), which.cpu().numpy()
 
 
-def aligned_correlation_indexed(queries: np.ndarray, patches: np.ndarray,
-                                candidate_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def aligned_correlation_indexed(queries: np.ndarray, patches: np.ndarray, candidate_index: np.ndarray,
+                                device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """:func:`aligned_correlation` with candidates given as indices into ``patches`` (each filtered once)."""
-    units = detail_units(patches)
-    return aligned_scores(queries, units[torch.from_numpy(np.asarray(candidate_index, dtype=np.int64))])
+    units = detail_units(patches, device)
+    index = torch.from_numpy(np.asarray(candidate_index, dtype=np.int64)).to(units.device)
+    return aligned_scores(queries, units[index])
 
 
 def thumbnails(images: np.ndarray) -> torch.Tensor:
