@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--pixel-neighbours", type=int, default=10,
                        help="candidates per patch from the thumbnail search (default: %(default)s)")
     group.add_argument("--min-correlation", type=float, default=0.50,
-                       help="near-duplicate floor of the aligned pixel correlation; the threshold is the larger of "
-                       "this and the reference's tail (default: %(default)s)")
+                       help="near-duplicate floor of the aligned band-pass detail correlation r; the threshold is "
+                       "the larger of this and the reference's tail (default: %(default)s)")
     group.add_argument("--reference-quantile", type=float, default=0.001,
                        help="tail of the reference the threshold must clear (default: %(default)s = 0.1%%)")
     group.add_argument("--neighbours", choices=("auto", "faiss", "torch"), default="auto",

@@ -110,7 +110,7 @@ def patch_rows(rows: Sequence[tuple[str, np.ndarray]], path: Path, *, per_row: i
 
 def correlation_histograms(columns: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *,
                            correlation_threshold: float, feature_threshold: float, feature_name: str) -> Path:
-    """``histoaug audit``: histograms of best aligned pixel correlation and nearest feature distance per set.
+    """``histoaug audit``: histograms of best aligned detail correlation and nearest feature distance per set.
 
     ``columns`` maps a set name to (correlations, feature distances); the thresholds are drawn as lines.
     """

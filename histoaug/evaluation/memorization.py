@@ -131,7 +131,7 @@ class Matches:
     feature_index: np.ndarray  # (Q,) nearest training patch in feature space
     feature_distance: np.ndarray  # (Q,) its standardised Euclidean distance
     feature_second: np.ndarray  # (Q,) the second-nearest's distance
-    train_index: np.ndarray  # (Q,) the training patch with the highest aligned pixel correlation
+    train_index: np.ndarray  # (Q,) the training patch with the highest aligned detail correlation
     correlation: np.ndarray  # (Q,) that correlation
     transform: np.ndarray  # (Q,) dihedral transform of the query that aligns it (pixel_similarity.DIHEDRAL_NAMES)
     second_correlation: np.ndarray  # (Q,) best correlation with any other training patch (NaN: none)
