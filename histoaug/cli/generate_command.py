@@ -102,6 +102,31 @@ def _check_output(args: argparse.Namespace) -> None:
         raise OutputExistsError(f"{args.preview} exists; pass --overwrite to replace it")
 
 
+def _recorded_runtime(args: argparse.Namespace, backend: str, dtype: str | None,
+                      compile: bool | None) -> tuple[str, str | None, bool | None]:
+    """The runtime a work file was started with, for ``--resume`` with no speed flags: ``auto`` also
+    weighs the compile cache, which may have changed since, and a work file is continued only by the
+    runtime that started it (its rounding)."""
+    import json
+
+    work = args.out.with_name(args.out.name + ".partial")
+    recorded = None
+    try:
+        if args.format == "pcam" and work.is_file():
+            import h5py
+
+            with h5py.File(work, "r") as handle:
+                recorded = {key: handle.attrs.get(key) for key in ("backend", "dtype", "compiled")}
+        elif (work / "provenance.json").is_file():
+            recorded = json.loads((work / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return backend, dtype, compile  # an unreadable work file is refused by the writer with its reason
+    if not recorded or recorded.get("backend") is None:
+        return backend, dtype, compile
+    name = str(recorded["backend"])
+    return (name, str(recorded["dtype"]) if name == "torch" else None, bool(recorded.get("compiled")))
+
+
 def run(args: argparse.Namespace) -> int:
     from histoaug.generation.pcam_output import write_pcam
     from histoaug.generation.png_output import write_png_tree
@@ -117,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
         deep_cache=_fast_option(args.deep_cache, args.fast, defaults.FAST_DEEP_CACHE, 1),
     )
     _check_output(args)
-    synthesizer = load_synthesizer(args.model, args.backend, args.device, dtype=args.dtype, compile=args.compile,
+    backend, dtype, compile = args.backend, args.dtype, args.compile
+    if args.resume and backend == "auto" and dtype is None and compile is None:
+        backend, dtype, compile = _recorded_runtime(args, backend, dtype, compile)
+    synthesizer = load_synthesizer(args.model, backend, args.device, dtype=dtype, compile=compile,
                                    expected_patches=settings.n, batch_size=settings.batch_size,
                                    guidance=settings.guidance)
     if settings.deep_cache > 1 and not synthesizer.supports_deep_cache:

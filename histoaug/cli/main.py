@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "histoaug.cli.train_vae_command",
     "histoaug.cli.eval_command",
     "histoaug.cli.study_command",
+    "histoaug.cli.audit_command",
     "histoaug.cli.export_command",
     "histoaug.cli.bench_command",
 )

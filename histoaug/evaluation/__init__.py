@@ -11,9 +11,13 @@
 * :mod:`~histoaug.evaluation.projection` -- UMAP (or PCA) coverage maps.
 * :mod:`~histoaug.evaluation.downstream` -- the downstream AUC table over seeds.
 * :mod:`~histoaug.evaluation.report` -- all of it as one report directory (``histoaug eval``).
+* :mod:`~histoaug.evaluation.memorization` -- the memorization audit (``histoaug audit``): are
+  synthetic patches near-copies of training patches? Built on
+  :mod:`~histoaug.evaluation.nearest_neighbours` (exact search, faiss or torch) and
+  :mod:`~histoaug.evaluation.pixel_similarity` (dihedral-aligned band-pass pixel correlation).
 
 Needs scikit-learn and scipy (``training`` extra) for AUCs and intervals; matplotlib and
-umap-learn (``eval`` extra) for the figures.
+umap-learn (``eval`` extra) for the figures; faiss-cpu (``audit`` extra) for the audit's search.
 """
 
 from __future__ import annotations

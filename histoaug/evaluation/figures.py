@@ -106,3 +106,53 @@ def patch_rows(rows: Sequence[tuple[str, np.ndarray]], path: Path, *, per_row: i
             grid.paste(Image.fromarray(image), (_CAPTION_WIDTH + column * tile, row * tile))
     grid.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, format="PNG", optimize=True)
     return path
+
+
+def correlation_histograms(columns: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *,
+                           correlation_threshold: float, feature_threshold: float, feature_name: str) -> Path:
+    """``histoaug audit``: histograms of best aligned detail correlation and nearest feature distance per set.
+
+    ``columns`` maps a set name to (correlations, feature distances); the thresholds are drawn as lines.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    for index, (name, (correlation, distance)) in enumerate(columns.items()):
+        colour = REAL_COLOUR if index == len(columns) - 1 else set_colour(index)
+        axes[0].hist(correlation, bins=np.linspace(-0.2, 1.0, 61), density=True, alpha=0.5, color=colour,
+                     label=f"{name} ({len(correlation)})")
+        finite = distance[np.isfinite(distance)]
+        axes[1].hist(finite, bins=40, density=True, alpha=0.5, color=colour, label=f"{name} ({len(finite)})")
+    axes[0].axvline(correlation_threshold, color="black", linestyle="--", linewidth=1,
+                    label=f"copy threshold {correlation_threshold:.3f}")
+    axes[1].axvline(feature_threshold, color="black", linestyle=":", linewidth=1,
+                    label=f"reference tail {feature_threshold:.3g}")
+    axes[0].set_xlabel("best aligned detail correlation with a training patch", fontsize=8)
+    axes[1].set_xlabel(f"nearest training distance, {feature_name} features (standardised)", fontsize=8)
+    for ax in axes:
+        ax.set_ylabel("density", fontsize=8)
+        ax.legend(fontsize=6, loc="best")
+    fig.suptitle("nearest training patch: synthetic vs held-out real reference", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def pair_grid(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path, *, columns: int = 4) -> Path:
+    """``histoaug audit``: (caption, query patch, training patch) pairs side by side, captions below, one PNG."""
+    if not pairs:
+        raise ValueError("no pairs to draw")
+    tile = pairs[0][1].shape[0]
+    caption = 30
+    cell_w, cell_h = 2 * tile + 8, tile + caption
+    rows = -(-len(pairs) // columns)
+    grid = Image.new("RGB", (columns * cell_w + 8, rows * cell_h + 4), "white")
+    draw = ImageDraw.Draw(grid)
+    for k, (text, query, train) in enumerate(pairs):
+        x, y = 4 + (k % columns) * cell_w, 4 + (k // columns) * cell_h
+        grid.paste(Image.fromarray(query), (x, y))
+        grid.paste(Image.fromarray(train), (x + tile, y))
+        for line, part in enumerate(text.split("\n")):
+            draw.text((x, y + tile + 2 + 12 * line), part, fill="black")
+    grid.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, format="PNG", optimize=True)
+    return path

@@ -81,7 +81,7 @@ class SyntheticSet:
 
 
 @dataclass
-class _LoadedSet:
+class LoadedSet:
     name: str
     path: Path
     images: np.ndarray
@@ -90,7 +90,8 @@ class _LoadedSet:
     provenance: dict[str, Any]
 
 
-def _load_set(entry: SyntheticSet) -> _LoadedSet:
+def load_synthetic_set(entry: SyntheticSet) -> LoadedSet:
+    """Every patch, label, prompt id and provenance attribute of a synthetic file (also read by ``histoaug audit``)."""
     dataset = PCam(entry.path)
     images = dataset.read_images(np.arange(len(dataset)))
     labels = check_patches(images, dataset.labels, what=f"{entry.name!r}")
@@ -100,7 +101,7 @@ def _load_set(entry: SyntheticSet) -> _LoadedSet:
                             value.tolist() if isinstance(value, np.ndarray) else str(value)
                             if not isinstance(value, int | float | str | bool) else value)
                       for key, value in handle.attrs.items()}
-    return _LoadedSet(entry.name, entry.path, images, labels, prompt_ids, provenance)
+    return LoadedSet(entry.name, entry.path, images, labels, prompt_ids, provenance)
 
 
 def _prompt_counts(prompt_ids: np.ndarray | None) -> dict[str, int] | None:
@@ -138,7 +139,7 @@ def _check_inputs(config: ReportConfig, sets: list[SyntheticSet], out: Path | No
     if not sets:
         raise InvalidArgumentError("name at least one synthetic set (--synthetic PATH)")
     names = [entry.name for entry in sets]
-    if len({_slug(name) for name in names}) != len(names) or REAL in names:
+    if len({slug(name) for name in names}) != len(names) or REAL in names:
         raise InvalidArgumentError(f"synthetic set names must differ (also in their letters and digits) and not be "
                                    f"{REAL!r}: {names}")
     if out is not None and out.exists() and not overwrite:
@@ -152,7 +153,7 @@ def _check_inputs(config: ReportConfig, sets: list[SyntheticSet], out: Path | No
 
 
 def _distances(spaces: list[FeatureSpace], config: ReportConfig, train: PCam, test: PCam,
-               sets: list[_LoadedSet], figures: Path, progress: bool) -> list[dict[str, Any]]:
+               sets: list[LoadedSet], figures: Path, progress: bool) -> list[dict[str, Any]]:
     from histoaug.evaluation.figures import projection_figure
 
     results = []
@@ -169,7 +170,7 @@ def _distances(spaces: list[FeatureSpace], config: ReportConfig, train: PCam, te
                           **compute_prdc(real, values, k=config.prdc_k).to_dict()}
         projection = project({REAL: real, **{entry.name: columns[entry.name] for entry in sets}},
                              reference=REAL, method=config.projection, seed=config.probe.seed)
-        figure = figures / f"projection_{_slug(space.name)}.png"
+        figure = figures / f"projection_{slug(space.name)}.png"
         projection_figure(projection, figure, title=f"{space.name} features, real {config.train_split} vs synthetic")
         results.append({"space": space.name, "distance_name": space.distance_name, "description": space.description,
                         "fingerprint": space.fingerprint, "dims": int(real.shape[1]), "real_items": len(real),
@@ -179,11 +180,12 @@ def _distances(spaces: list[FeatureSpace], config: ReportConfig, train: PCam, te
     return results
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """A file-name-safe form of a set or feature-space name (figure and CSV names)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_")[:60] or "set"
 
 
-def _grids(sets: list[_LoadedSet], real_train: tuple[np.ndarray, np.ndarray], figures: Path) -> dict[str, Any]:
+def _grids(sets: list[LoadedSet], real_train: tuple[np.ndarray, np.ndarray], figures: Path) -> dict[str, Any]:
     from histoaug.evaluation.figures import patch_rows
 
     real_x, real_y = real_train
@@ -194,7 +196,7 @@ def _grids(sets: list[_LoadedSet], real_train: tuple[np.ndarray, np.ndarray], fi
         for label in (0, 1):
             rows.append((f"real, label {names[label]}", real_x[real_y == label]))
             rows.append((f"{entry.name}\nlabel {names[label]}", entry.images[entry.labels == label]))
-        by_label = patch_rows(rows, figures / f"grid_labels_{_slug(entry.name)}.png")
+        by_label = patch_rows(rows, figures / f"grid_labels_{slug(entry.name)}.png")
         record = {"labels": f"figures/{by_label.name}"}
         if entry.prompt_ids is not None:
             ids, counts = np.unique(entry.prompt_ids, return_counts=True)
@@ -205,7 +207,7 @@ def _grids(sets: list[_LoadedSet], real_train: tuple[np.ndarray, np.ndarray], fi
                 label = int(np.bincount(entry.labels[members], minlength=2).argmax())
                 prompt_rows.append((f"{entry.name}\nprompt {pid} (label {label}, {int(members.sum())})",
                                     entry.images[members]))
-            by_prompt = patch_rows(prompt_rows, figures / f"grid_prompts_{_slug(entry.name)}.png")
+            by_prompt = patch_rows(prompt_rows, figures / f"grid_prompts_{slug(entry.name)}.png")
             record.update(prompts=f"figures/{by_prompt.name}", prompts_shown=len(shown), prompts_total=len(ids))
         out[entry.name] = record
     return out
@@ -254,7 +256,7 @@ def compute_report(config: ReportConfig, sets: list[SyntheticSet], figures: Path
         train, test = PCam(config.real_root, config.train_split), PCam(config.real_root, config.test_split)
         train_x, train_y = train.read_images(np.arange(len(train))), train.labels.astype(np.int64)
         test_x, test_y = test.read_images(np.arange(len(test))), test.labels.astype(np.int64)
-        loaded = [_load_set(entry) for entry in sets]
+        loaded = [load_synthetic_set(entry) for entry in sets]
         spaces = [load_feature_space(spec, inception_weights=config.inception_weights, device=config.device)
                   for spec in config.features]
     stages = tqdm(total=6, initial=1, desc="histoaug eval", unit="stage", disable=not progress)
@@ -339,12 +341,13 @@ def write_report(config: ReportConfig, sets: list[SyntheticSet], out: str | Path
         figures.mkdir()
         metrics = compute_report(config, sets, figures, progress=progress)
         metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=json_default) + "\n")
         (staging / "report.md").write_text(render_markdown(metrics))
     return metrics
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """numpy scalars and paths in metrics.json."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Path):
