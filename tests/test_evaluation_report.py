@@ -367,3 +367,16 @@ def test_label_fidelity_from_a_probe_near_chance_is_withheld():
                "two_sample_reference": {"auc": 0.8, "items_per_side": 10, "folds": 2}, "downstream": [],
                "real": {"test_split": "test"}}
     assert "not reliable here and is withheld" in "\n".join(_fidelity_section(metrics, ["s"]))
+
+
+def test_eval_quick_runs_its_reduced_settings_and_says_so(small_real, synthetic_files, tmp_path, capsys):
+    out = tmp_path / "quick"
+    argv = ["eval", str(synthetic_files[0]), "--real", str(small_real), "--quick", "--min-steps", "10",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    settings = metrics["settings"]
+    assert settings["preset"] == "quick" and settings["features"] == ["stain-texture"]
+    assert settings["projection"] == "pca" and settings["folds"] == 2 and settings["downstream"]["seeds"] == [0]
+    assert settings["probe"]["epochs"] == 1 and settings["probe"]["min_steps"] == 10  # an explicit option wins
+    assert "Quick look (`--quick`)" in (out / "report.md").read_text()
