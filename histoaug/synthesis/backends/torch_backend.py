@@ -311,25 +311,42 @@ def _load_modules(root: Path | None, dtype: str) -> tuple[torch.nn.Module, torch
 
 
 def cuda_numerics() -> dict[str, str]:
-    """The process-wide CUDA flags that change a result's rounding (TF32 for matmuls and convolutions,
-    fp32 matmul precision, reduced-precision reductions, cuDNN deterministic) and the cuDNN benchmark
-    flag as the user left it (the backend pins it off inside its calls)."""
-    matmul = torch.backends.cuda.matmul
-    return {"tf32_matmul": str(bool(matmul.allow_tf32)), "tf32_cudnn": str(bool(torch.backends.cudnn.allow_tf32)),
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "fp16_reduced_reduction": str(bool(matmul.allow_fp16_reduced_precision_reduction)),
-            "bf16_reduced_reduction": str(bool(matmul.allow_bf16_reduced_precision_reduction)),
-            "cudnn_deterministic": str(bool(torch.backends.cudnn.deterministic)),
-            "cudnn_benchmark": "off (pinned by histoaug)"}
+    """The process-wide CUDA flags that change a result's rounding (TF32 for matmuls and convolutions, through
+    the legacy ``allow_tf32`` flags or the newer ``fp32_precision`` ones; fp32 matmul precision; reduced-precision
+    reductions; cuDNN deterministic) and the cuDNN benchmark flag as the user left it (pinned off in calls)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    flags = {"tf32_matmul": lambda: bool(matmul.allow_tf32), "tf32_cudnn": lambda: bool(cudnn.allow_tf32),
+             "matmul_fp32_precision": lambda: matmul.fp32_precision,
+             "cudnn_conv_fp32_precision": lambda: cudnn.conv.fp32_precision,
+             "float32_matmul_precision": torch.get_float32_matmul_precision,
+             "fp16_reduced_reduction": lambda: bool(matmul.allow_fp16_reduced_precision_reduction),
+             "bf16_reduced_reduction": lambda: bool(matmul.allow_bf16_reduced_precision_reduction),
+             "cudnn_deterministic": lambda: bool(cudnn.deterministic)}
+    info = {name: _read_flag(read) for name, read in flags.items()}
+    info["cudnn_benchmark"] = "off (pinned by histoaug)"
+    return info
+
+
+def _read_flag(read: Callable[[], object]) -> str:
+    """A flag's value as text; torch raises on the legacy TF32 getters once both of its APIs were used."""
+    try:
+        return str(read())
+    except (AttributeError, RuntimeError) as exc:
+        return f"unreadable ({type(exc).__name__})"
 
 
 @contextlib.contextmanager
 def _pinned_cudnn() -> Iterator[None]:
-    """cuDNN benchmark off for the call: autotuning may pick other kernels on another run."""
-    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
-                                    deterministic=torch.backends.cudnn.deterministic,
-                                    allow_tf32=torch.backends.cudnn.allow_tf32):
+    """cuDNN benchmark off for the call (autotuning may pick other kernels on another run); nothing else is
+    touched, so the user's TF32 settings stay as ``runtime_id`` records them."""
+    previous = torch.backends.cudnn.benchmark
+    if previous:
+        torch.backends.cudnn.benchmark = False
+    try:
         yield
+    finally:
+        if previous:
+            torch.backends.cudnn.benchmark = previous
 
 
 def compile_unavailable_reason(device: torch.device) -> str | None:
