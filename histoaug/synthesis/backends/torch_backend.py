@@ -165,8 +165,11 @@ class TorchBackend:
         if self._text_shape is None:
             raise InvalidArgumentError("torch backend: prepare() needs the prompt embedding shape (text_shape)")
         for batch in sorted(set(int(b) for b in batch_sizes)):
-            inputs = self._unet_inputs(torch.zeros(batch, *self._latent_shape), torch.full((batch,), 999.0),
-                                       torch.zeros(batch, *self._text_shape))
+            sample, text = (batch, *self._latent_shape), (batch, *self._text_shape)
+            if (self.graphs and sample + text in self._captured) or \
+                    (not self.graphs and ("unet", (sample, (batch,), text)) in self._compiled_unets):
+                continue  # generate() prepares on every call: no input tensors for shapes already built
+            inputs = self._unet_inputs(torch.zeros(sample), torch.full((batch,), 999.0), torch.zeros(text))
             if self.graphs:
                 self._captured_unet(inputs)
             else:
