@@ -150,16 +150,17 @@ def choose_runtime(model: ModelFiles, device: torch.device, backend: str = "auto
                   else _first_available(model, device, dtype, f"not compiled: {why}"))
     else:
         choice = _first_available(model, device, dtype, None)
-    _log_choice(choice, device)
+    logger.info("backend auto -> %s%s%s on %s (%s)", choice.backend, f" {choice.dtype}" if choice.dtype else "",
+                " compiled" if choice.compile else "", device, choice.reason)
     return choice
 
 
-def _log_choice(choice: RuntimeChoice, device: torch.device) -> None:
-    logger.info("backend auto -> %s%s%s%s on %s (%s)", choice.backend, f" {choice.dtype}" if choice.dtype else "",
-                " compiled" if choice.compile else "", " graphs" if choice.graphs else "", device, choice.reason)
-
-
 # --- auto on CUDA: the verified list only ------------------------------------------------------
+
+
+def _log_choice(choice: RuntimeChoice, device: torch.device) -> None:
+    logger.info("backend auto -> %s%s%s on %s (%s)", choice.backend, f" {choice.dtype}" if choice.dtype else "",
+                " graphs" if choice.graphs else "", device, choice.reason)
 
 
 def cuda_auto_candidates(model: ModelFiles, device: torch.device, dtype: str | None = None,

@@ -70,8 +70,11 @@ def graphs_unavailable_reason(device: torch.device, compile: bool = False) -> st
 
 
 def vae_upcast(vae_config, dtype: str) -> bool:
-    """Whether the VAE decodes in fp32 under ``dtype``: fp16 with ``force_upcast`` (diffusers' rule)."""
-    return dtype == "fp16" and bool(getattr(vae_config, "force_upcast", False))
+    """Whether the VAE decodes in fp32 under ``dtype``: fp16 with ``force_upcast`` (diffusers' rule).
+    ``vae_config``: the VAE's config object or its dict."""
+    force = vae_config.get("force_upcast", False) if isinstance(vae_config, dict) else \
+        getattr(vae_config, "force_upcast", False)
+    return dtype == "fp16" and bool(force)
 
 
 @dataclass
@@ -104,10 +107,10 @@ class TorchBackend:
             raise InvalidArgumentError(f"torch backend cannot use CUDA graphs here: {reason}")
         self.device, self.dtype, self.torch_dtype = device, dtype, DTYPES[dtype]
         unet, vae = modules if modules is not None else _load_modules(root, dtype)
-        self.unet = unet.to(device=device, dtype=self.torch_dtype).eval().requires_grad_(False)
+        self.unet = _to(unet, device, self.torch_dtype).eval().requires_grad_(False)
         self.vae_upcast = vae is not None and vae_upcast(vae.config, dtype)
         self.vae_dtype = torch.float32 if self.vae_upcast else self.torch_dtype
-        self.vae = None if vae is None else vae.to(device=device, dtype=self.vae_dtype).eval().requires_grad_(False)
+        self.vae = None if vae is None else _to(vae, device, self.vae_dtype).eval().requires_grad_(False)
         # channels-last lets oneDNN run bf16 convolutions without layout reorders; neutral for fp32
         self.channels_last = dtype != "fp32" if channels_last is None else channels_last
         if self.channels_last:
@@ -299,6 +302,12 @@ class TorchBackend:
         self.unet = self.vae = self._deep_cache = None
 
 
+def _to(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """``module`` on ``device`` in ``dtype``, cast only where it is not already (diffusers warns on every cast)."""
+    module = module.to(device=device)
+    return module if next(module.parameters()).dtype == dtype else module.to(dtype=dtype)
+
+
 def _load_modules(root: Path | None, dtype: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -307,7 +316,8 @@ def _load_modules(root: Path | None, dtype: str) -> tuple[torch.nn.Module, torch
     cast = {} if dtype == "fp32" else {"torch_dtype": DTYPES[dtype]}
     try:
         unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", use_safetensors=True, **cast)
-        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", use_safetensors=True)  # cast by the backend
+        upcast = vae_upcast(AutoencoderKL.load_config(root, subfolder="vae"), dtype)
+        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", use_safetensors=True, **({} if upcast else cast))
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{root}: cannot load unet/vae weights ({exc})") from exc
     return unet, vae
