@@ -93,3 +93,46 @@ def test_dry_run_candidate_record_lists_what_ran(dry_run) -> None:
     assert record["runtimes"] == {}  # nothing passed on a GPU: every GPU test skips on the CPU
     assert record["runtime_status"]["torch:fp16:graphs"] == "skipped"
     assert all(outcome == "SKIPPED" for outcome in record["tests"].values()) and record["tests"]
+
+
+def _load_report():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_report", ROOT / "scripts" / "gpu_check_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_cut_run_still_yields_the_candidates_it_earned(tmp_path) -> None:
+    """The verbose log of a run killed mid-test (no JUnit XML): finished tests count, a failure excludes its
+    runtime, the benchmark's figure travels with the entry."""
+    report = _load_report()
+    (tmp_path / "pytest_gpu.log").write_text(
+        "tests/test_gpu_runtime.py::test_every_gpu_runtime_generates[torch:fp16] PASSED [  1%]\n"
+        "tests/test_gpu_runtime.py::test_every_gpu_runtime_generates[torch:fp16:graphs] PASSED [  2%]\n"
+        "tests/test_gpu_runtime.py::test_every_gpu_runtime_generates[torch:bf16] PASSED [  3%]\n"
+        "tests/test_gpu_runtime.py::test_every_gpu_runtime_generates[onnxruntime] SKIPPED (no ort) [  4%]\n"
+        "tests/test_gpu_runtime.py::test_same_batch_layout_is_bit_identical_and_other_sizes_are_close[torch:bf16] "
+        "FAILED [  5%]\n"
+        "tests/test_gpu_runtime.py::test_cuda_graphs_are_bit_identical_to_eager[torch:fp16:graphs] PASSED [  6%]\n"
+        "tests/test_gpu_runtime.py::test_prepared_state_is_reused_with_new_seeds_and_labels[torch:fp16] \n")
+    bench = {"steps": 20, "device_name": "NVIDIA H200", "cases": [
+        {"workload": "embedded", "runtime": "histoaug torch:fp16:graphs", "status": "ok", "batch": 256,
+         "patches_per_second": 10000.0},
+        {"workload": "embedded", "runtime": "histoaug torch:fp16:graphs", "status": "ok", "batch": 1024,
+         "patches_per_second": 25000.0}]}
+    (tmp_path / "gpu_bench.json").write_text(json.dumps(bench))
+    outcomes = report.parse_log(tmp_path / "pytest_gpu.log")
+    status = report.runtime_status(outcomes)
+    assert status == {"torch:fp16": "passed", "torch:fp16:graphs": "passed", "torch:bf16": "failed",
+                      "onnxruntime": "skipped"}
+    record = report.candidates(status, bench, "NVIDIA H200", "2.11.0")
+    entry = record["runtimes"]["torch:fp16:graphs (NVIDIA H200)"]
+    assert entry["patches_per_second"] == 25000.0 and entry["graphs"] and entry["dtype"] == "fp16"
+    assert set(record["runtimes"]) == {"torch:fp16 (NVIDIA H200)", "torch:fp16:graphs (NVIDIA H200)"}
+
+    from histoaug.synthesis.backends.gpu_verified import verified_runtimes
+
+    listed = verified_runtimes(record["runtimes"])  # what auto would read once the entries are copied
+    assert [(r.backend, r.dtype, r.graphs) for r in listed] == [("torch", "fp16", True), ("torch", "fp16", False)]
