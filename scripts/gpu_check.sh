@@ -75,7 +75,9 @@ else
   log "ERROR: no .whl folder: the GPU image has no diffusers (run bash scripts/gpu_wheels.sh here and carry .whl)"
   finish "stopped at the install"; exit 3
 fi
-# --upgrade: on a machine still warm from an earlier call, pip would otherwise keep the old copy in $SITE
+# --upgrade: on a machine still warm from an earlier call, pip would otherwise keep the old copy in $SITE;
+# build/ (ignored, so kept there between calls) would hand setuptools files deleted since
+rm -rf build
 if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "${wheels[@]}" . >> "$OUT/gpu_check.log" 2>&1; then
   tail -5 "$OUT/gpu_check.log"; log "ERROR: pip install failed (above)"; finish "stopped at the install"; exit 3
