@@ -82,7 +82,9 @@ if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-comp
     --target "$SITE" "${wheels[@]}" . >> "$OUT/gpu_check.log" 2>&1; then
   tail -5 "$OUT/gpu_check.log"; log "ERROR: pip install failed (above)"; finish "stopped at the install"; exit 3
 fi
-export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PATH=$SITE/bin:$PATH
+# PYTHONSAFEPATH=1 is python -P for every process, subprocesses of the tests too (python -m from the root
+# would otherwise import the source tree's histoaug, which lacks kernels/ and export/)
+export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PATH=$SITE/bin:$PATH PYTHONSAFEPATH=1
 log "installed"
 
 # 2. import preflight: stops at once, with the error
