@@ -332,6 +332,11 @@ class DiffusersRun:
         self.pipe.set_progress_bar_config(disable=True)
         self.size = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
         self.eager_unet = self.pipe.unet
+        # StableDiffusionPipeline decodes in the VAE's dtype; a force_upcast VAE overflows fp16 there, so the
+        # baseline decodes in fp32 as diffusers' SDXL pipelines do (needs_upcasting), like histoaug's fp16 runtime
+        self.vae_upcast = dtype == torch.float16 and bool(getattr(self.pipe.vae.config, "force_upcast", False))
+        if self.vae_upcast:
+            self.pipe.vae.to(dtype=torch.float32)
 
     def compile(self) -> None:
         self.pipe.unet = torch.compile(self.eager_unet, mode="reduce-overhead")
@@ -343,7 +348,11 @@ class DiffusersRun:
         images = self.pipe(prompt_embeds=cond.to(self.pipe.device, dtype),
                            negative_prompt_embeds=uncond.to(self.pipe.device, dtype), height=self.size,
                            width=self.size, num_inference_steps=steps, guidance_scale=GUIDANCE,
-                           generator=generators, output_type="pt").images
+                           generator=generators, output_type="latent" if self.vae_upcast else "pt").images
+        if self.vae_upcast:  # the pipeline's own decode and post-processing, with the VAE in fp32
+            vae = self.pipe.vae
+            images = vae.decode(images.float() / vae.config.scaling_factor, return_dict=False)[0]
+            images = (images / 2 + 0.5).clamp(0, 1)
         return (images.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -22,8 +22,8 @@ refused on the CPU, with compile (the AOTInductor runner is not captured) and fo
 passes (those run eager), each with its reason.
 
 fp16 and the VAE: a VAE whose config says ``force_upcast`` (SD's and histoaug's) decodes in fp32
-under fp16, as diffusers' pipelines do: its decoder overflows fp16 (NaN patches). bf16 has fp32's
-range and keeps the VAE in bf16.
+under fp16, as diffusers' SDXL pipelines do (``needs_upcasting``): its decoder can overflow fp16 (NaN
+patches). bf16 has fp32's range and keeps the VAE in bf16.
 
 On CUDA, the backend pins ``cudnn.benchmark`` off inside its calls (autotuning picks kernels per run,
 so a user's ``torch.backends.cudnn.benchmark = True`` would break bit-identity) and ``runtime_id``
