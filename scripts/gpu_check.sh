@@ -57,18 +57,22 @@ log "mode=$mode part=$part device=$device budget=${total} s site=$SITE python=$(
 wheels=() wheel_list=()
 if [ -d .whl ]; then
   shopt -s nullglob; wheels=(.whl/*.whl); shopt -u nullglob
-  missing=()
+  missing=() pinned=()
   while read -r pin; do
     name=${pin%%==*} version=${pin#*==}
     file=$(printf '%s\n' "${wheels[@]}" | grep -i -E "/${name//-/[-_]}-${version}-" | head -1)
-    [ -n "$file" ] || missing+=("$pin")
+    if [ -n "$file" ]; then pinned+=("$file"); else missing+=("$pin"); fi
   done < <(grep -v '^\s*#' scripts/gpu_wheels.txt | grep -v '^\s*$')
+  unpinned=$(( ${#wheels[@]} - ${#pinned[@]} ))
+  [ "$unpinned" -gt 0 ] && log "ignoring $unpinned wheel(s) in .whl that scripts/gpu_wheels.txt does not pin"
+  wheels=("${pinned[@]}")  # only the pinned set: two versions of one package would stop pip
   if [ ${#missing[@]} -gt 0 ]; then
-    log "ERROR: .whl lacks ${missing[*]} (scripts/gpu_wheels.sh downloads the pinned set)"
+    log "ERROR: .whl lacks ${missing[*]} (bash scripts/gpu_wheels.sh downloads the pinned set)"
     [ "$mode" = dry ] || { finish "stopped at the install"; exit 3; }
+  else
+    wheel_list=(--wheels scripts/gpu_wheels.txt)  # the preflight checks the installed versions
   fi
-  wheel_list=(--wheels scripts/gpu_wheels.txt)
-  log "installing ${#wheels[@]} carried wheels (${wheels[*]}) and histoaug into $SITE"
+  log "installing ${#wheels[@]} carried wheel(s) (${wheels[*]}) and histoaug into $SITE"
 elif [ "$mode" = dry ]; then
   log "no .whl folder here (CI): installing histoaug alone into $SITE, its dependencies from this environment; on the GPU machine a missing .whl stops the run"
 else

@@ -35,7 +35,7 @@ def test_dry_run_is_green_and_brings_back_every_file(dry_run) -> None:
     assert {p.name for p in out.iterdir()} >= FILES
     assert len(list(out.iterdir())) <= 8  # the device tool brings back at most 8 files
     log = (out / "gpu_check.log").read_text()
-    assert "no .whl folder here (CI)" in log or "carried wheels" in log  # says what it installed from
+    assert "no .whl folder here (CI)" in log or "carried wheel(s)" in log  # says what it installed from
     assert "tests rc=0" in log and "benchmark rc=0" in log
     assert run.stdout.rstrip().splitlines()[-1].startswith("gpu_check [")  # the table and summary come last
 
