@@ -11,7 +11,9 @@ Workloads (20 DPM-Solver++ steps, guidance 2: both CFG halves run in one UNet ca
               denoising loop (no VAE: it would dominate at 512 and is not what the UNet runtimes change),
               diffusers' pipeline to latents (``output_type="latent"``) vs histoaug's loop, eager and graphed.
 ``kernels``   histoaug's Triton kernels (fused GroupNorm+SiLU, decode post-processing) against their torch
-              references at SD shapes: timed for the first time, with their largest difference.
+              references at SD shapes: timed for the first time, with their largest difference; and the
+              embedded model's fastest uncompiled runtime with its norms swapped for the kernel
+              (``TorchBackend.use_fused_norms``) against the same runtime without.
 ``compile``   (last; long: one compile per shape) diffusers with ``torch.compile(unet, mode="reduce-overhead")``
               (CUDA graphs through Inductor: the strongest stock configuration for a launch-bound UNet) and,
               with ``--aot``, histoaug's AOTInductor-compiled UNet.
@@ -416,7 +418,8 @@ def bench_embedded(settings: Settings, batches: tuple[int, ...], dtypes: tuple[t
                     continue
 
                 def ours(case: Case, batch=batch, labels=labels, seeds=seeds, prompt_ids=prompt_ids, graphed=graphed,
-                         unet_inputs=unet_inputs, holder=holder, name=name, eager_images=eager_images) -> None:
+                         unet_inputs=unet_inputs, holder=holder, name=name, eager_images=eager_images,
+                         spec=spec) -> None:
                     began = time.monotonic()
                     synth = histoaug.load_synthesizer("default", backend="torch", device=device, dtype=name,
                                                       graphs=graphed)
@@ -444,6 +447,7 @@ def bench_embedded(settings: Settings, batches: tuple[int, ...], dtypes: tuple[t
                         case.identical_to_eager = bool(np.array_equal(images, eager_images["eager"]))
                     elif not graphed:
                         eager_images["eager"] = images
+                    state.setdefault("ours", {})[(spec, batch)] = (images, case.seconds_median)
                     synth.close()
 
                 settings.run_case(Case("embedded", f"histoaug {spec}", name, batch, 96), ours)
@@ -646,6 +650,56 @@ def bench_kernels(settings: Settings) -> None:
         settings.run_case(case, post)
 
 
+def bench_fused_norms(settings: Settings, state: dict[str, Any], batch: int, dtype: torch.dtype) -> None:
+    """histoaug's fastest uncompiled runtime with its GroupNorm(+SiLU) swapped for the Triton kernel
+    (``TorchBackend.use_fused_norms``), against the same runtime without: does the kernel earn its place?"""
+    import histoaug
+
+    device, steps = settings.device, settings.steps
+    name = _dtype_name(dtype)
+    graphed = device.type == "cuda"
+    base = f"torch:{name}" + (":graphs" if graphed else "")
+    model = state["model"]
+    labels, seeds, prompt_ids = workload(model.prompts, batch)
+
+    def fused(case: Case) -> None:
+        began = time.monotonic()
+        synth = histoaug.load_synthesizer("default", backend="torch", device=device, dtype=name, graphs=graphed)
+        case.extra["swapped"] = synth._backend.use_fused_norms()
+        synth.prepare([batch], guidance=GUIDANCE)
+        case.setup_seconds = time.monotonic() - began
+        case.runtime_id = synth.runtime
+
+        def generate(n_steps: int) -> np.ndarray:
+            return synth.generate(labels, seeds, prompt_ids, steps=n_steps, guidance=GUIDANCE, scheduler=SCHEDULER,
+                                  batch_size=batch)
+
+        generate(2)
+        images, times = time_runs(lambda: generate(steps), device, settings.repeats)
+        record_times(case, times, batch)
+        reference = state["reference"].get((name, batch))
+        if reference is not None:
+            case.psnr_vs_diffusers_db = psnr_db(images, reference[0])
+            case.speedup_vs_diffusers_eager = reference[1] / case.seconds_median
+        unfused = state.get("ours", {}).get((base, batch))
+        if unfused is not None:
+            case.extra["speedup_vs_unfused"] = unfused[1] / case.seconds_median
+            case.extra["psnr_vs_unfused_db"] = psnr_db(images, unfused[0])
+        synth.close()
+
+    interpreter = os.environ.get("TRITON_INTERPRET")
+    if settings.dry_run:  # the reference on the CPU: the interpreter would take minutes over a whole model
+        os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        settings.run_case(Case("embedded", f"histoaug {base}:fused-norms", name, batch, 96), fused)
+    finally:
+        if settings.dry_run:
+            if interpreter is None:
+                os.environ.pop("TRITON_INTERPRET", None)
+            else:
+                os.environ["TRITON_INTERPRET"] = interpreter
+
+
 # --- (d) compiled: diffusers torch.compile(reduce-overhead), histoaug AOTInductor -------------
 
 
@@ -797,6 +851,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bench_embedded(settings, batches, dtypes[1:], peak, graphs=True, state=state)
     if "kernels" in parts:
         bench_kernels(settings)
+        if state.get("model") is not None:
+            bench_fused_norms(settings, state, batches[-1], dtypes[0])
     if "compile" in parts:
         if state["model"] is None:
             from histoaug.synthesis.model_source import open_model

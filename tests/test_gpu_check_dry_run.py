@@ -63,6 +63,7 @@ def test_dry_run_json_has_every_case_and_field(dry_run) -> None:
     expected = {("embedded", "diffusers fp32 sdpa", 2), ("embedded", "histoaug torch:fp32", 2),
                 ("embedded", "histoaug torch:fp32:graphs", 2),
                 ("embedded", "diffusers fp32 sdpa + torch.compile(reduce-overhead)", 2),
+                ("embedded", "histoaug torch:fp32:fused-norms", 2),
                 ("kernels", "group_norm+silu 1x16x4x4", 1), ("kernels", "decode_postprocess 1x3x16x16->96", 1)}
     for batch in (1, 2):
         expected |= {("sd15-unet-32", f"{r}", batch)
@@ -82,6 +83,9 @@ def test_dry_run_json_has_every_case_and_field(dry_run) -> None:
     for kernel in ("group_norm+silu 1x16x4x4", "decode_postprocess 1x3x16x16->96"):  # Triton's CPU interpreter
         case = cases[("kernels", kernel, 1)]
         assert case["status"] == "ok" and case["extra"]["max_abs_diff"] <= 1e-3 + (kernel.startswith("decode"))
+    fused = cases[("embedded", "histoaug torch:fp32:fused-norms", 2)]  # the torch reference on the CPU: identical
+    assert fused["status"] == "ok" and fused["extra"]["psnr_vs_unfused_db"] == float("inf")
+    assert fused["extra"]["swapped"]["resnet_blocks"] > 0 and fused["runtime_id"]["norms"].startswith("fused")
     sd = cases[("sd15-unet-32", "histoaug torch:fp32", 2)]
     assert sd["status"] == "ok" and sd["latents_relative_error_vs_diffusers"] < 1e-4
 

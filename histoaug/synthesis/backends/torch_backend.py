@@ -131,6 +131,7 @@ class TorchBackend:
             self.attention = "histoaug short-sequence (sdpa where unsupported)"
         self.compiled = bool(compile)
         self.graphs = bool(graphs)
+        self.fused_norms = False
         self._captured: dict[tuple[int, ...], _CapturedUNet] = {}
         self._graph_pool = None
         self._model_id = model_id or str(root)
@@ -141,12 +142,31 @@ class TorchBackend:
         self._compiled_unets: dict[tuple[str, tuple[tuple[int, ...], ...]], Callable] = {}
         self._deep_cache = None
 
+    def use_fused_norms(self) -> dict[str, int]:
+        """Swap the UNet's and VAE's GroupNorm(+SiLU) modules for ``histoaug.kernels``' fused op (Triton on
+        CUDA, the torch reference elsewhere), before any compile or capture. Opt-in, not a default: the
+        device check times it against the plain modules first (docs/gpu.md, "Triton kernels")."""
+        if self._captured or self._compiled_unets:
+            raise InvalidArgumentError("use_fused_norms() must come before prepare() (graphs, compiles)")
+        from histoaug.kernels.diffusers_fusion import fuse_group_norms
+
+        counts = fuse_group_norms(self.unet)
+        if self.vae is not None:
+            for name, count in fuse_group_norms(self.vae).items():
+                counts[name] = counts.get(name, 0) + count
+        self.fused_norms = True
+        return counts
+
     @property
     def runtime_id(self) -> dict[str, str]:
         info = {"backend": self.name, "device": device_description(self.device), "dtype": self.dtype,
                 "attention": self.attention, "channels_last": str(self.channels_last),
                 "compile": "aotinductor" if self.compiled else "eager",
                 "libraries": library_versions("torch", "diffusers")}
+        if self.fused_norms:  # only when asked: other ids stay as they were
+            from histoaug.kernels.dispatch import kernels_runtime_id
+
+            info["norms"] = "fused: " + kernels_runtime_id(self.device)["kernels"]
         if self.device.type == "cuda":  # CPU ids stay as they were (resume fingerprints, pool keys)
             info.update(cuda_numerics())
             info["graphs"] = "cuda graphs" if self.graphs else "off"
