@@ -10,7 +10,6 @@ import importlib
 import importlib.metadata
 import importlib.resources
 import importlib.util
-import json
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -94,8 +93,9 @@ def gpu_runtimes(providers: list[str]) -> dict[str, str | None]:
 
 def verified_gpu_runtimes() -> dict[str, Any]:
     """The runtimes this project's GPU tests have passed on a real GPU (histoaug/gpu_verified.json)."""
-    text = importlib.resources.files("histoaug").joinpath("gpu_verified.json").read_text(encoding="utf-8")
-    return dict(json.loads(text).get("runtimes", {}))
+    from histoaug.synthesis.backends.gpu_verified import read_verified
+
+    return read_verified()
 
 
 def onnxruntime_providers() -> list[str]:

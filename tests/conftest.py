@@ -39,6 +39,13 @@ def _import_triton_for_its_interpreter() -> None:
 _import_triton_for_its_interpreter()
 
 
+def pytest_report_header(config) -> str:
+    """Which histoaug runs: scripts/gpu_check.sh tests the installed copy (its dry run checks this line)."""
+    import histoaug
+
+    return f"histoaug: {os.path.dirname(histoaug.__file__)}"
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op thread for a module: on a shared 2-core machine, 2 threads were measured up to

@@ -79,7 +79,7 @@ def test_onnxruntime_matches_torch_and_is_deterministic(artifact, model_dir) -> 
 
 def test_auto_prefers_onnxruntime_for_short_jobs_on_cpu(artifact) -> None:
     short = histoaug.load_synthesizer(artifact, device="cpu", expected_patches=100)
-    assert (short.backend, short.compiled) == ("onnxruntime", False) and "shorter" in short.choice.reason
+    assert (short.backend, short.compiled) == ("onnxruntime", False) and "100-patch job saves" in short.choice.reason
     assert histoaug.load_synthesizer(artifact, device="cpu", compile=False).backend == "onnxruntime"
     with pytest.raises(InvalidArgumentError, match="exported as fp32"):
         histoaug.load_synthesizer(artifact, backend="onnxruntime", dtype="fp16")

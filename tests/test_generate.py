@@ -59,7 +59,7 @@ def test_pcam_output_content_and_provenance(model, tmp_path, capsys):
     assert attrs["model_id"] and "histoaug generate" in attrs["command_line"]
     # the runtime auto resolved to, and why: a 10-patch job is too short for compiling to pay
     assert json.loads(attrs["runtime_id"])["compile"] == "eager" and attrs["guidance_until"] == 1.0
-    assert attrs["runtime_choice"].startswith("--backend auto: not compiled: a 10-patch job is shorter")
+    assert attrs["runtime_choice"].startswith("--backend auto: not compiled: a 10-patch job saves ~0 s")
     assert (tmp_path / "grid.png").stat().st_size > 0
     # sample i is what the synthesizer makes from (label, seed, prompt) of row i
     synthesizer = load_synthesizer(str(model), backend="torch")

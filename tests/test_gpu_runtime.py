@@ -33,21 +33,30 @@ def _ort_cuda() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+# (backend, dtype, mode): the test id is BACKEND[:DTYPE][:MODE], the name scripts/gpu_check_report.py and
+# benchmarks/gpu_bench.py give the runtime (mode: graphs = CUDA graphs, compile = AOTInductor, which runs only
+# in gpu_check.sh's optional second call: cold compiles, one per UNet shape)
+RUNTIMES = [("torch", "fp32", None), ("torch", "fp16", None), ("torch", "bf16", None), ("torch", "fp16", "graphs"),
+            ("torch", "bf16", "graphs"), ("torch", "bf16", "compile"), ("onnxruntime", None, None),
+            ("tensorrt", None, None)]
+# one patch batch for every test of a runtime (and 3 for the other-size check): few shapes to compile or capture
+BATCH = 8
+
+
 def _runtimes() -> list:
-    specs = [("torch", "fp32", False), ("torch", "fp16", False), ("torch", "bf16", False), ("torch", "bf16", True),
-             ("onnxruntime", None, False), ("tensorrt", None, False)]
-    return [pytest.param(spec, id=":".join(str(s) for s in spec if s not in (None, False))) for spec in specs]
+    return [pytest.param(spec, id=":".join(s for s in spec if s)) for spec in RUNTIMES]
 
 
 def _load(spec):
-    backend, dtype, compile_ = spec
+    backend, dtype, mode = spec
     if dtype == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
     if backend == "onnxruntime" and not _ort_cuda():
         pytest.skip("onnxruntime-gpu is not installed (too large to carry to the GPU machine; docs/gpu.md)")
     if backend == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
         pytest.skip("tensorrt is not installable in this workplace (docs/gpu.md)")
-    return histoaug.load_synthesizer("default", backend=backend, device="cuda", dtype=dtype, compile=compile_)
+    return histoaug.load_synthesizer("default", backend=backend, device="cuda", dtype=dtype,
+                                     compile=mode == "compile", graphs=mode == "graphs")
 
 
 def _workload(n: int, offset: int = 0):
@@ -63,11 +72,11 @@ def synth(request):
 
 
 def test_every_gpu_runtime_generates(synth) -> None:
-    labels, seeds = _workload(6)
-    out = synth.generate(labels, seeds, steps=STEPS, batch_size=6)
-    assert out.shape == (6, 96, 96, 3) and out.dtype == np.uint8
+    labels, seeds = _workload(BATCH)
+    out = synth.generate(labels, seeds, steps=STEPS, batch_size=BATCH)
+    assert out.shape == (BATCH, 96, 96, 3) and out.dtype == np.uint8
     assert synth.device.type == "cuda"
-    assert all(out[i].std() > 1.0 for i in range(6))  # real images, not constant fills
+    assert all(out[i].std() > 1.0 for i in range(BATCH))  # real images, not constant fills
     assert not np.array_equal(out[0], out[2])  # different seeds, different patches
 
 
@@ -84,17 +93,66 @@ def test_same_batch_layout_is_bit_identical_and_other_sizes_are_close(synth) -> 
 
 def test_prepared_state_is_reused_with_new_seeds_and_labels(synth) -> None:
     """Captured graphs / static buffers / engines: a call with new inputs never returns stale outputs."""
-    if hasattr(synth, "prepare"):
-        synth.prepare([16])
+    synth.prepare([BATCH])  # patch batch: prepare doubles it for guidance (cond and uncond in one UNet call)
     labels_a, seeds_a = _workload(8)
     labels_b, seeds_b = [1 - label for label in labels_a], _workload(8, offset=500)[1]
     a1 = synth.generate(labels_a, seeds_a, steps=STEPS, batch_size=8)
     b = synth.generate(labels_b, seeds_b, steps=STEPS, batch_size=8)
     a2 = synth.generate(labels_a, seeds_a, steps=STEPS, batch_size=8)
     assert np.array_equal(a1, a2) and not np.array_equal(a1, b)
-    backend, dtype, compile_ = synth.backend, synth.dtype, synth.compiled
-    fresh = histoaug.load_synthesizer("default", backend=backend, device="cuda", dtype=dtype, compile=compile_)
+    fresh = histoaug.load_synthesizer("default", backend=synth.backend, device="cuda", dtype=synth.dtype,
+                                      compile=synth.compiled, graphs=synth.graphs)
     assert np.array_equal(b, fresh.generate(labels_b, seeds_b, steps=STEPS, batch_size=8))
+
+
+@pytest.mark.parametrize("dtype", [pytest.param("fp16", id="torch:fp16:graphs"),
+                                   pytest.param("bf16", id="torch:bf16:graphs")])
+def test_cuda_graphs_are_bit_identical_to_eager(dtype) -> None:
+    """Replaying the captured UNet gives exactly eager's patches on the same GPU, and the graph replays."""
+    if dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    labels, seeds = _workload(BATCH)
+    eager = histoaug.load_synthesizer("default", backend="torch", device="cuda", dtype=dtype, graphs=False)
+    graphed = histoaug.load_synthesizer("default", backend="torch", device="cuda", dtype=dtype, graphs=True)
+    graphed.prepare([BATCH])
+    assert len(graphed._backend._captured) == 1  # one UNet shape (2 x BATCH), captured in prepare
+    out = graphed.generate(labels, seeds, steps=STEPS, batch_size=BATCH)
+    assert np.array_equal(out, eager.generate(labels, seeds, steps=STEPS, batch_size=BATCH))
+    assert len(graphed._backend._captured) == 1  # replayed, not captured again
+    assert graphed.runtime["graphs"] == "cuda graphs" and eager.runtime["graphs"] == "off"
+
+
+def test_fp16_decodes_in_fp32_where_the_vae_asks_for_it() -> None:
+    """The embedded VAE says force_upcast: fp16 keeps it in fp32 (diffusers' rule), so no NaN patches."""
+    synth = histoaug.load_synthesizer("default", backend="torch", device="cuda", dtype="fp16")
+    assert synth._backend.vae.dtype == torch.float32 and synth.runtime["vae_dtype"] == "fp32 (force_upcast)"
+    out = synth.generate(*_workload(4), steps=STEPS)
+    assert out.std() > 1.0
+
+
+def test_runtime_id_records_the_cuda_numerics(monkeypatch) -> None:
+    """TF32 and cuDNN flags change the rounding: they are part of the runtime id; benchmark is pinned off."""
+    synth = histoaug.load_synthesizer("default", backend="torch", device="cuda", dtype="fp32")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    before = synth.runtime_id
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    assert synth.runtime_id != before
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    labels, seeds = _workload(4)
+    first = synth.generate(labels, seeds, steps=STEPS)
+    assert np.array_equal(first, synth.generate(labels, seeds, steps=STEPS))
+    assert synth.runtime["cudnn_benchmark"] == "off (pinned by histoaug)"
+
+
+def test_auto_on_cuda_runs_only_what_gpu_verified_lists() -> None:
+    synth = histoaug.load_synthesizer("default", device="cuda")
+    from histoaug.synthesis.backends.gpu_verified import verified_runtimes
+
+    if not verified_runtimes():
+        assert (synth.backend, synth.dtype, synth.compiled, synth.graphs) == ("torch", "fp32", False, False)
+        assert "lists no runtime verified on a GPU" in synth.choice.reason
+    else:
+        assert "verified on a GPU" in synth.choice.reason
 
 
 def test_cuda_fp32_agrees_with_cpu_fp32(monkeypatch) -> None:

@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "compiles (bf16) on the CPU when the job is long enough for it to pay")
     compile_group.add_argument("--no-compile", dest="compile", action="store_false",
                                help="never compile (auto then picks the fastest uncompiled runtime)")
+    graphs_group = parser.add_mutually_exclusive_group()
+    graphs_group.add_argument("--graphs", dest="graphs", action="store_true", default=None,
+                              help="torch backend on CUDA: replay the UNet as CUDA graphs (one capture per batch "
+                              "shape; bit-identical to eager on the same GPU). Default: auto uses them only where "
+                              "histoaug/gpu_verified.json lists a graphed runtime")
+    graphs_group.add_argument("--no-graphs", dest="graphs", action="store_false", help="never use CUDA graphs")
     parser.add_argument("--guidance-until", type=float, default=None,
                         help="fast mode, approximate: classifier-free guidance over this first fraction of the "
                         "steps only (default 1 = exact; speed and PSNR per value in benchmarks/RESULTS.md)")
@@ -154,13 +160,16 @@ def run(args: argparse.Namespace) -> int:
         backend, dtype, compile = _recorded_runtime(args, backend, dtype, compile)
     synthesizer = load_synthesizer(args.model, backend, args.device, dtype=dtype, compile=compile,
                                    expected_patches=settings.n, batch_size=settings.batch_size,
-                                   guidance=settings.guidance)
+                                   guidance=settings.guidance, graphs=args.graphs)
     if settings.deep_cache > 1 and not synthesizer.supports_deep_cache:
         raise InvalidArgumentError(f"--deep-cache runs on the torch backend, not {synthesizer.backend!r} "
                                    "(pass --backend torch, or leave --deep-cache off)")
     # Ray workers load exactly the runtime resolved here, so every shard rounds the same
     runtime = {"backend": synthesizer.backend, "device": args.device, "dtype": synthesizer.dtype,
                "compile": synthesizer.compiled}
+    if synthesizer.graphs and args.ray:
+        raise InvalidArgumentError("CUDA graphs with --ray are not supported yet (the Ray workers would run "
+                                   "another runtime id); pass --no-graphs")
     model_id = synthesizer.model_id
     provenance = {
         "histoaug_version": __version__,

@@ -26,12 +26,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"  cuda:{gpu['index']} {gpu['name']}: compute capability {gpu['compute_capability']}, "
               f"bf16 {'yes' if gpu['bf16'] else 'no'}, {gpu['memory_gib']} GiB, {gpu['multiprocessors']} SMs")
     print("GPU runtimes (installed / verified by histoaug's GPU tests on a real GPU):")
+    from histoaug.synthesis.backends.gpu_verified import FAMILIES
+
     for name, version in report.gpu_runtimes.items():
-        verified = report.gpu_verified.get(name)
-        state = f"verified ({verified.get('device', '?')}, {verified.get('date', '?')})" if verified else "not verified"
+        listed = [f"{key} ({entry.get('device', '?')}, {entry.get('date', '?')})"
+                  for key, entry in report.gpu_verified.items()
+                  if key == name or FAMILIES.get(str(entry.get("backend"))) == name]
+        state = "verified: " + "; ".join(listed) if listed else "not verified"
         print(f"  {name:<17} {version or 'not installed':<40} {state}")
     if not report.gpu_verified:
-        print("  (no GPU runtime has passed this project's GPU tests yet: auto never picks one on CUDA)")
+        print("  (no GPU runtime has passed this project's GPU tests yet: auto on CUDA runs plain torch fp32, "
+              "eager, and says so)")
     print("Backends:")
     for name, state in report.backends.items():
         print(f"  {name:<12} {state}")

@@ -255,6 +255,7 @@ def start_filler(spec: dict[str, Any], control: ControlBlock, session: Path) -> 
     model = spec["model"]
     source = ModelSource(model["source"], backend=model["backend"], device=model["device"], dtype=model["dtype"],
                          compile=model["compile"], expected_patches=model.get("expected_patches"),
+                         graphs=model.get("graphs"),
                          generate_options=spec["generate_options"])
     synthesizer = source.synthesizer
     recipe_spec = spec["recipe"]

@@ -66,8 +66,9 @@ class ModelSource:
     def __init__(self, spec: Any, *, backend: str = "auto", device: str | None = None,
                  generate_options: dict[str, Any] | None = None, dtype: str | None = None,
                  compile: bool | None = None, expected_patches: int | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, graphs: bool | None = None) -> None:
         self.spec = spec
+        self.graphs = graphs  # CUDA graphs (torch on CUDA); None: auto decides
         self.backend = backend
         self.device = device
         self.dtype = dtype
@@ -86,7 +87,7 @@ class ModelSource:
 
             self._synthesizer = load_synthesizer(str(self.spec), backend=self.backend, device=self.device,
                                                  dtype=self.dtype, compile=self.compile,
-                                                 expected_patches=self.expected_patches,
+                                                 expected_patches=self.expected_patches, graphs=self.graphs,
                                                  **({"batch_size": self.batch_size} if self.batch_size else {}))
         return self._synthesizer
 
@@ -106,14 +107,15 @@ class ModelSource:
         return ModelSource(str(synthesizer.model.root), backend=synthesizer.backend,
                            device=str(synthesizer.device), generate_options=self.generate_options,
                            dtype=synthesizer.dtype if synthesizer.backend == "torch" else None,
-                           compile=synthesizer.compiled)
+                           compile=synthesizer.compiled, graphs=synthesizer.graphs or None)
 
     def producer_model(self) -> dict[str, Any]:
         """How the pool's producer program loads this model (JSON-ready). With no device given,
         each process uses its own rank's GPU (``cuda:LOCAL_RANK``) when CUDA is available."""
         source = self.reloadable()
         return {"source": str(source.spec), "backend": source.backend, "device": source.device or default_device(),
-                "dtype": source.dtype, "compile": source.compile, "expected_patches": source.expected_patches}
+                "dtype": source.dtype, "compile": source.compile, "expected_patches": source.expected_patches,
+                "graphs": source.graphs}
 
     def fetch(self, plan: EpochPlan, slots: np.ndarray) -> np.ndarray:
         synthesizer = self.synthesizer

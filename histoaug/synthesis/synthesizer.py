@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -11,9 +12,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from histoaug.errors import InvalidArgumentError
+from histoaug.errors import ArtifactError, InvalidArgumentError
 from histoaug.prompts import PromptBank
-from histoaug.synthesis.backends.selection import RuntimeChoice, choose_runtime, create_backend, resolve_device
+from histoaug.synthesis.backends.selection import (
+    RuntimeChoice,
+    choose_runtime,
+    create_backend,
+    cuda_auto_candidates,
+    resolve_device,
+)
 from histoaug.synthesis.defaults import FAST_DEEP_CACHE, FAST_GUIDANCE_UNTIL
 from histoaug.synthesis.model_source import ModelFiles, open_model
 from histoaug.synthesis.noise import initial_noise, step_noise_generators
@@ -40,7 +47,7 @@ class Synthesizer:
         self._backend = backend
         self.batch_size = _positive_batch(batch_size)
         self.choice = choice or RuntimeChoice(backend.name, backend.dtype, bool(getattr(backend, "compiled", False)),
-                                              "given backend")
+                                              "given backend", graphs=bool(getattr(backend, "graphs", False)))
 
     @property
     def prompts(self) -> PromptBank:
@@ -58,6 +65,11 @@ class Synthesizer:
     def compiled(self) -> bool:
         """Whether the UNet runs through torch.compile (torch backend only)."""
         return bool(getattr(self._backend, "compiled", False))
+
+    @property
+    def graphs(self) -> bool:
+        """Whether the UNet replays CUDA graphs (torch backend on CUDA only)."""
+        return bool(getattr(self._backend, "graphs", False))
 
     @property
     def supports_deep_cache(self) -> bool:
@@ -179,7 +191,7 @@ class Synthesizer:
 def load_synthesizer(source: str | Path = "default", backend: str = "auto", device: str | torch.device | None = None,
                      *, dtype: str | None = None, compile: bool | None = None,
                      expected_patches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                     guidance: float | None = None) -> Synthesizer:
+                     guidance: float | None = None, graphs: bool | None = None) -> Synthesizer:
     """Open ``source`` ("default", a diffusers pipeline dir with prompts.json, or an artifact dir)
     on ``backend`` ("auto", "torch", "onnxruntime", "tensorrt").
 
@@ -191,16 +203,51 @@ def load_synthesizer(source: str | Path = "default", backend: str = "auto", devi
     default) and the compile cache: a job of unknown size compiles only when the cache already holds
     its shapes (``histoaug.synthesis.backends.selection.compile_pays``); the choice and its reason
     are in ``Synthesizer.choice``. An unavailable backend raises InvalidArgumentError with the reason.
+    ``graphs=True`` (torch backend, CUDA) replays the UNet as CUDA graphs, one per batch shape; ``None``
+    leaves it to ``auto`` (only a runtime listed in gpu_verified.json with graphs turns them on).
+
+    ``auto`` on CUDA tries the runtimes of ``histoaug/gpu_verified.json`` in their measured order and
+    falls through, logging why, when one cannot be built here.
     """
     resolved = resolve_device(device)
     model = open_model(source)
     batch_size = _positive_batch(batch_size)
-    choice = choose_runtime(model, resolved, backend, dtype, compile, expected_patches, batch_size=batch_size,
-                            guidance=model.sampler.guidance if guidance is None else guidance)
-    runtime = create_backend(choice.backend, model, resolved, choice.dtype, compile=choice.compile)
+    if backend == "auto" and resolved.type == "cuda" and not compile and graphs is None:
+        choice, runtime = _build_cuda_auto(model, resolved, dtype)
+    else:
+        choice = choose_runtime(model, resolved, backend, dtype, compile, expected_patches, batch_size=batch_size,
+                                guidance=model.sampler.guidance if guidance is None else guidance)
+        if graphs is not None:
+            choice = dataclasses.replace(choice, graphs=bool(graphs))
+        runtime = create_backend(choice.backend, model, resolved, choice.dtype, compile=choice.compile,
+                                 graphs=choice.graphs)
     synthesizer = Synthesizer(model, runtime, choice, batch_size=batch_size)
     logger.info("loaded %r", synthesizer)
     return synthesizer
+
+
+def _build_cuda_auto(model: ModelFiles, device: torch.device, dtype: str | None) -> tuple[RuntimeChoice, Backend]:
+    """``auto`` on CUDA: the first verified runtime that builds here (a failure is logged, then the next)."""
+    failures: list[str] = []
+    candidates = cuda_auto_candidates(model, device, dtype)
+    for index, choice in enumerate(candidates):
+        last = index == len(candidates) - 1
+        try:
+            runtime = create_backend(choice.backend, model, device, choice.dtype, compile=choice.compile,
+                                     graphs=choice.graphs)
+        except (InvalidArgumentError, ArtifactError) as exc:
+            if last:
+                raise
+            failures.append(f"{choice.backend}: {exc}")
+            logger.warning("backend auto: %s %s cannot be built here (%s); trying the next verified runtime",
+                           choice.backend, choice.dtype or "", exc)
+            continue
+        if failures:
+            choice = dataclasses.replace(choice, reason=f"{choice.reason}; skipped: {'; '.join(failures)}")
+        logger.info("backend auto -> %s%s%s on %s (%s)", choice.backend, f" {choice.dtype}" if choice.dtype else "",
+                    " graphs" if choice.graphs else "", device, choice.reason)
+        return choice, runtime
+    raise AssertionError("unreachable: the last candidate raises")
 
 
 def _positive_batch(batch_size: object) -> int:

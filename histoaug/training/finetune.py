@@ -195,7 +195,10 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     uncond_index = len(bank)
     pipe.text_encoder.requires_grad_(False)
     vae.requires_grad_(False)
-    train_vae = vae if weight_dtype == torch.float32 else copy.deepcopy(vae).to(dtype=weight_dtype)
+    # fp16 overflows a VAE whose config says force_upcast (SD's, histoaug's): encode in fp32 there, as
+    # diffusers' pipelines decode; bf16 has fp32's range
+    upcast = weight_dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    train_vae = vae if weight_dtype == torch.float32 or upcast else copy.deepcopy(vae).to(dtype=weight_dtype)
     train_vae.eval()
     scaling = float(vae.config.scaling_factor)
     shift = getattr(vae.config, "shift_factor", None) or 0.0
@@ -342,7 +345,7 @@ def _micro_step(batch: dict[str, torch.Tensor], *, unet, vae, noise_scheduler, p
         images = F.interpolate(images, size=(resolution, resolution), mode="bicubic", antialias=True,
                                align_corners=False).clamp(-1.0, 1.0)
     with torch.no_grad():
-        dist = vae.encode(images.to(weight_dtype)).latent_dist
+        dist = vae.encode(images.to(vae.dtype)).latent_dist
         latents = dist.mean + dist.std * vae_eps.to(device, dist.mean.dtype)
         latents = ((latents - shift) * scaling).float()
     noise = noise.to(device)

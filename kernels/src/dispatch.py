@@ -71,9 +71,20 @@ def triton_unavailable_reason(tensor: torch.Tensor) -> str | None:
     return triton_import_error()
 
 
+_BROKEN: dict[str, str] = {}
+
+
+def mark_broken(op: str, exc: BaseException) -> None:
+    """Record that ``op``'s Triton kernel failed to build or launch here: the reference runs from now on
+    (logged once, as a warning, with the first line of the error; ``kernels_runtime_id`` reports it)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    _BROKEN[op] = f"its Triton kernel failed here ({type(exc).__name__}: {first})"
+    logger.warning("%s: Triton kernel failed (%s); the torch reference runs from now on", op, first)
+
+
 def use_triton(op: str, tensor: torch.Tensor) -> bool:
     """The dispatch decision for ``op`` on ``tensor``; a fallback is logged once per reason."""
-    reason = triton_unavailable_reason(tensor)
+    reason = _BROKEN.get(op) or triton_unavailable_reason(tensor)
     if reason is None:
         return True
     if (op, reason) not in _LOGGED:
@@ -104,4 +115,6 @@ def kernels_runtime_id(device: torch.device) -> dict[str, str]:
         return {"kernels": f"torch reference ({error})"}
     import triton
 
+    if _BROKEN:
+        return {"kernels": f"triton {triton.__version__}; reference for " + ", ".join(sorted(_BROKEN))}
     return {"kernels": f"triton {triton.__version__}"}

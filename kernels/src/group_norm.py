@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from histoaug.kernels.dispatch import interpreting, jit, triton_import_error, use_triton
+from histoaug.kernels.dispatch import interpreting, jit, mark_broken, triton_import_error, use_triton
 
 if triton_import_error() is None:
     import triton.language as tl
@@ -47,12 +47,19 @@ def group_norm_reference(x: torch.Tensor, num_groups: int, weight: torch.Tensor 
 def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
                bias: torch.Tensor | None = None, eps: float = 1e-5, *, add: torch.Tensor | None = None,
                silu: bool = False) -> torch.Tensor:
-    """The fused op: Triton on CUDA tensors when Triton imports, the torch reference otherwise."""
+    """The fused op: Triton on CUDA tensors when Triton imports and its kernel builds, the torch
+    reference otherwise (a failed Triton build is logged once and the reference runs from then on)."""
     if x.ndim in (3, 4) and use_triton(OP_NAME, x):
-        if x.ndim == 3:  # (N, C, L): attention blocks' norm
-            add = None if add is None else add.unsqueeze(-1)
-            return group_norm_triton(x.unsqueeze(-1), num_groups, weight, bias, eps, add=add, silu=silu).squeeze(-1)
-        return group_norm_triton(x, num_groups, weight, bias, eps, add=add, silu=silu)
+        try:
+            if x.ndim == 3:  # (N, C, L): attention blocks' norm
+                add3 = None if add is None else add.unsqueeze(-1)
+                return group_norm_triton(x.unsqueeze(-1), num_groups, weight, bias, eps, add=add3,
+                                         silu=silu).squeeze(-1)
+            return group_norm_triton(x, num_groups, weight, bias, eps, add=add, silu=silu)
+        except ValueError:
+            raise  # bad arguments: the reference would raise the same
+        except Exception as exc:  # a Triton compile or launch failure: never lose the call
+            mark_broken(OP_NAME, exc)
     return group_norm_reference(x, num_groups, weight, bias, eps, add=add, silu=silu)
 
 
@@ -64,11 +71,13 @@ def _group_norm_kernel(x_ptr, add_ptr, w_ptr, b_ptr, y_ptr, part_ptr, HW, CPG, G
     (pass 1); True: combine the group's partials and normalise the chunk (pass 2)."""
     import triton.language as tl
 
-    group = tl.program_id(0)
-    chunk = tl.program_id(1)
+    # offsets in int64: program ids and small integer arguments are int32, and n * stride or
+    # channel * stride passes 2^31 elements on large activations (a batch of 512x512 decodes)
+    group = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
     n = group // G
     c0 = (group % G) * CPG
-    lane_c = tl.arange(0, BLOCK_C)
+    lane_c = tl.arange(0, BLOCK_C).to(tl.int64)
     c_mask = lane_c < CPG
     channels = c0 + lane_c
     x_base = x_ptr + n * sxn
@@ -94,7 +103,7 @@ def _group_norm_kernel(x_ptr, add_ptr, w_ptr, b_ptr, y_ptr, part_ptr, HW, CPG, G
     acc_sum = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
     acc_sq = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
     for start in range(chunk * CHUNK, tl.minimum(chunk * CHUNK + CHUNK, HW), BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
+        hw = start + tl.arange(0, BLOCK_HW).to(tl.int64)
         mask = c_mask[:, None] & (hw < HW)[None, :]
         v = tl.load(x_base + channels[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(tl.float32)
         if HAS_ADD:

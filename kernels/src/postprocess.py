@@ -21,7 +21,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from histoaug.kernels.dispatch import interpreting, jit, triton_import_error, use_triton
+from histoaug.kernels.dispatch import interpreting, jit, mark_broken, triton_import_error, use_triton
 
 if triton_import_error() is None:
     import triton.language as tl
@@ -45,7 +45,12 @@ def to_uint8_nhwc_reference(images: torch.Tensor, size: int) -> torch.Tensor:
 def to_uint8_nhwc(images: torch.Tensor, size: int) -> torch.Tensor:
     """The fused op: Triton on CUDA tensors when Triton imports, the torch reference otherwise."""
     if use_triton(OP_NAME, images):
-        return to_uint8_nhwc_triton(images, size)
+        try:
+            return to_uint8_nhwc_triton(images, size)
+        except ValueError:
+            raise
+        except Exception as exc:  # a Triton compile or launch failure: the reference runs from then on
+            mark_broken(OP_NAME, exc)
     return to_uint8_nhwc_reference(images, size)
 
 
@@ -84,8 +89,8 @@ def _tap_tables(in_size: int, out_size: int, device: torch.device) -> tuple[torc
 def _postprocess_kernel(x_ptr, out_ptr, ys_ptr, yw_ptr, xs_ptr, xw_ptr, H, W, SIZE,
                         sxn, sxc, sxh, sxw,
                         TAPS_Y: tl.constexpr, TAPS_X: tl.constexpr, BLOCK: tl.constexpr):
-    image = tl.program_id(0)
-    pixels = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    image = tl.program_id(0).to(tl.int64)  # int64 offsets: image * stride passes 2^31 on large batches
+    pixels = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     mask = pixels < SIZE * SIZE
     oy = pixels // SIZE
     ox = pixels % SIZE

@@ -28,19 +28,21 @@ class BackendEntry:
     needs_export: bool  # runs an artifact's ONNX graphs (not a diffusers pipeline dir)
     fixed_dtype: Callable[[ModelFiles], str | None]  # the dtype it must run (ONNX: the export dtype), None: any
     unavailable: Callable[[torch.device], str | None]  # None when its libraries/device are present
-    create: Callable[[ModelFiles, torch.device, str | None, bool], Backend]
+    create: Callable[..., Backend]  # (model, device, dtype, compile, graphs=False) -> backend
     compiles: bool = False  # takes ``compile=True``
+    graphs: bool = False  # takes ``graphs=True`` (CUDA graphs of its own; ORT's are a provider option)
 
 
 def _torch_unavailable(device: torch.device) -> str | None:
     return None
 
 
-def _create_torch(model: ModelFiles, device: torch.device, dtype: str | None, compile: bool) -> Backend:
+def _create_torch(model: ModelFiles, device: torch.device, dtype: str | None, compile: bool,
+                  graphs: bool = False) -> Backend:
     from histoaug.synthesis.backends.torch_backend import TorchBackend
 
     return TorchBackend(model.root, device, dtype or ("fp32" if device.type == "cpu" else "fp16"), compile=compile,
-                        model_id=model.model_id,
+                        graphs=graphs, model_id=model.model_id,
                         latent_shape=(model.latent_channels, model.latent_size, model.latent_size),
                         text_shape=tuple(model.embeddings.cond.shape[1:]))
 
@@ -55,7 +57,8 @@ def _onnxruntime_unavailable(device: torch.device) -> str | None:
     return None
 
 
-def _create_onnxruntime(model: ModelFiles, device: torch.device, dtype: str | None, compile: bool) -> Backend:
+def _create_onnxruntime(model: ModelFiles, device: torch.device, dtype: str | None, compile: bool,
+                        graphs: bool = False) -> Backend:
     from histoaug.synthesis.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(model.onnx_dir, device, _export_dtype(model))
@@ -67,7 +70,8 @@ def _tensorrt_unavailable(device: torch.device) -> str | None:
     return unavailable_reason(device)
 
 
-def _create_tensorrt(model: ModelFiles, device: torch.device, dtype: str | None, compile: bool) -> Backend:
+def _create_tensorrt(model: ModelFiles, device: torch.device, dtype: str | None, compile: bool,
+                     graphs: bool = False) -> Backend:
     from histoaug.synthesis.backends.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(model.onnx_dir, device, _export_dtype(model), latent_channels=model.latent_channels,
@@ -77,7 +81,7 @@ def _create_tensorrt(model: ModelFiles, device: torch.device, dtype: str | None,
 BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry for entry in (
         BackendEntry("torch", needs_export=False, fixed_dtype=lambda model: None, unavailable=_torch_unavailable,
-                     create=_create_torch, compiles=True),
+                     create=_create_torch, compiles=True, graphs=True),
         BackendEntry("onnxruntime", needs_export=True, fixed_dtype=_export_dtype, unavailable=_onnxruntime_unavailable,
                      create=_create_onnxruntime),
         BackendEntry("tensorrt", needs_export=True, fixed_dtype=_export_dtype, unavailable=_tensorrt_unavailable,

@@ -15,6 +15,13 @@ and the saving ~0.0165 s per patch against the fastest uncompiled runtime. A job
 saving exceeds the cost; a job of unknown size (a plain ``load_synthesizer()``) compiles only
 when the cache already holds every shape it needs, so nobody waits for a compile they could not
 foresee. Otherwise the uncompiled order holds: onnxruntime for artifacts, torch fp32 otherwise.
+
+``auto`` on CUDA (its own block below, ``cuda_auto_candidates``): only the runtimes that
+``histoaug/gpu_verified.json`` lists (they passed ``pytest -m gpu`` on a real GPU), the
+measured-fastest first; ``load_synthesizer`` tries them in that order and falls through, with the
+reason logged, when one cannot be built here (an ORT CUDA provider that is listed but does not
+load, say). With nothing listed it runs the plain torch backend, eager in fp32 (the runtime whose
+patches agree with the CPU reference) and says so: no unverified fast path that changes results.
 """
 
 from __future__ import annotations
@@ -77,15 +84,18 @@ class RuntimeChoice:
     dtype: str | None
     compile: bool
     reason: str
+    graphs: bool = False  # CUDA graphs (torch backend on CUDA)
 
     def as_dict(self) -> dict[str, object]:
-        return {"backend": self.backend, "dtype": self.dtype, "compile": self.compile, "reason": self.reason}
+        info: dict[str, object] = {"backend": self.backend, "dtype": self.dtype, "compile": self.compile,
+                                   "reason": self.reason}
+        if self.graphs:
+            info["graphs"] = True
+        return info
 
 
-# Uncompiled order: measured on CPU (benchmarks/RESULTS.md, "Synthesis (issue 3)"), usual order on GPUs.
+# Uncompiled order: measured on CPU (benchmarks/RESULTS.md, "Synthesis (issue 3)").
 CPU_PREFERENCE = (("onnxruntime", None), ("torch", "fp32"))
-# None: the ONNX backends run the artifact's export dtype (export with --dtype fp16 for fp16 engines)
-CUDA_PREFERENCE = (("tensorrt", None), ("onnxruntime", None), ("torch", "fp16"))
 
 
 def cpu_has_native_bf16() -> bool:
@@ -136,7 +146,7 @@ def _compiled_cpu_reason(model: ModelFiles, device: torch.device, dtype: str | N
 
 def _first_available(model: ModelFiles, device: torch.device, dtype: str | None,
                      why_not_compiled: str | None) -> RuntimeChoice:
-    preference = CUDA_PREFERENCE if device.type == "cuda" else CPU_PREFERENCE
+    preference = CPU_PREFERENCE
     skipped = [why_not_compiled] if why_not_compiled else []
     for name, preferred in preference:
         reason = unavailable_reason(name, model, device)
@@ -160,6 +170,10 @@ def choose_runtime(model: ModelFiles, device: torch.device, backend: str = "auto
     """
     if backend != "auto":
         return RuntimeChoice(backend, dtype, bool(compile), "asked for")
+    if device.type == "cuda" and not compile:
+        choice = cuda_auto_candidates(model, device, dtype)[0]
+        _log_choice(choice, device)
+        return choice
     if compile:
         chosen = dtype or ("bf16" if device.type == "cpu" and cpu_has_native_bf16() else None)
         choice = RuntimeChoice("torch", chosen, True, "compile asked for; it applies to torch only")
@@ -174,8 +188,55 @@ def choose_runtime(model: ModelFiles, device: torch.device, backend: str = "auto
     return choice
 
 
+# --- auto on CUDA: the verified list only ------------------------------------------------------
+
+
+def _log_choice(choice: RuntimeChoice, device: torch.device) -> None:
+    logger.info("backend auto -> %s%s%s on %s (%s)", choice.backend, f" {choice.dtype}" if choice.dtype else "",
+                " graphs" if choice.graphs else "", device, choice.reason)
+
+
+def cuda_auto_candidates(model: ModelFiles, device: torch.device, dtype: str | None = None,
+                         table: dict[str, dict[str, object]] | None = None) -> list[RuntimeChoice]:
+    """``auto``'s runtimes on CUDA, in the order to try them: the listed (verified) runtimes that can run
+    this model here, measured-fastest first; plain torch eager when none is listed or usable.
+
+    ``table`` replaces the packaged gpu_verified.json (tests).
+    """
+    from histoaug.synthesis.backends.gpu_verified import verified_runtimes
+
+    listed = verified_runtimes(table)
+    candidates: list[RuntimeChoice] = []
+    skipped: list[str] = []
+    for runtime in listed:
+        reason = unavailable_reason(runtime.backend, model, device)
+        fixed = BACKENDS[runtime.backend].fixed_dtype(model) if runtime.backend in BACKENDS else None
+        if reason is None and dtype is not None and (runtime.dtype or fixed) not in (None, dtype):
+            reason = f"verified in {runtime.dtype or fixed}, {dtype} asked for"
+        if reason is not None:
+            skipped.append(f"{runtime.name}: {reason}")
+            continue
+        speed = f", {runtime.patches_per_second:.0f} patches/s" if runtime.patches_per_second else ""
+        where = f" on {runtime.device}" if runtime.device else ""
+        candidates.append(RuntimeChoice(runtime.backend, runtime.dtype if runtime.backend == "torch" else None,
+                                        runtime.compile, f"verified on a GPU{where}{speed} (gpu_verified.json)",
+                                        graphs=runtime.graphs))
+    fallback_dtype = dtype or "fp32"
+    if not listed:
+        why = ("histoaug/gpu_verified.json lists no runtime verified on a GPU yet, so auto runs the plain torch "
+               f"backend, eager, in {fallback_dtype} (no graphs, compile, TensorRT or ORT); ask for "
+               "backend/dtype/graphs explicitly for speed")
+    elif not candidates:
+        why = ("no runtime of gpu_verified.json can run here (" + "; ".join(skipped) + f"), so plain torch eager "
+               f"{fallback_dtype}")
+    else:
+        why = f"none of the verified runtimes could be built here, so plain torch eager {fallback_dtype}"
+    candidates.append(RuntimeChoice("torch", fallback_dtype, False, why))
+    return candidates
+
+
 def create_backend(name: str, model: ModelFiles, device: torch.device, dtype: str | None, *,
-                   compile: bool = False) -> Backend:
+                   compile: bool = False, graphs: bool = False) -> Backend:
     """Construct backend ``name``; ``dtype`` None means the model's/backend's default.
 
     ``compile`` (ahead-of-time compiled UNet) exists for the torch backend only; the ONNX backends
@@ -187,8 +248,11 @@ def create_backend(name: str, model: ModelFiles, device: torch.device, dtype: st
     entry = BACKENDS[name]
     if compile and not entry.compiles:
         raise InvalidArgumentError(f"compile applies to the torch backend, not {name!r}")
+    if graphs and not entry.graphs:
+        raise InvalidArgumentError(f"graphs applies to the torch backend, not {name!r}")
     fixed = entry.fixed_dtype(model)
     if dtype is not None and fixed is not None and dtype != fixed:
         raise InvalidArgumentError(f"this artifact was exported as {fixed}; {name} runs it in that dtype "
                                    f"(re-export with --dtype {dtype})")
-    return entry.create(model, device, dtype, compile)
+    return entry.create(model, device, dtype, compile, graphs=graphs) if graphs else \
+        entry.create(model, device, dtype, compile)
