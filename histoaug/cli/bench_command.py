@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from histoaug.errors import InvalidArgumentError
-from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, ModelSamplerDefaults
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -36,10 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="device to benchmark on: cpu, cuda, cuda:1 "
                         "(default: %(default)s)")
     parser.add_argument("--batch", default="32", help="comma-separated batch sizes")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampler steps (default: %(default)s)")
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
-                        help="classifier-free guidance scale (default: %(default)s)")
-    parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER)
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"sampler steps (default: the model's; {DEFAULT_STEPS} unless it is a distilled student)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help=f"classifier-free guidance scale (default: the model's; {DEFAULT_GUIDANCE} unless it is "
+                        "a distilled student)")
+    parser.add_argument("--scheduler", default=None,
+                        help=f"default: the model's; {DEFAULT_SCHEDULER} unless it is a distilled student (lcm)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats (best is kept)")
     parser.add_argument("--no-baseline", action="store_true", help="skip diffusers StableDiffusionPipeline")
     parser.add_argument("--determinism", action="store_true",
@@ -52,6 +55,15 @@ def run(args: argparse.Namespace) -> int:
     from histoaug.benchmarking import BackendSpec, BenchConfig, format_report, run_benchmark
     from histoaug.synthesis.sampling import SamplerSettings
 
+    if args.preset:
+        model_defaults = ModelSamplerDefaults()
+    else:
+        from histoaug.synthesis.model_source import sampler_defaults_of
+
+        model_defaults = sampler_defaults_of(args.model)  # a distilled student: lcm, its steps, guidance 1
+    for name in ("steps", "guidance", "scheduler"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(model_defaults, name))
     SamplerSettings(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)  # validate early
     if args.repeats <= 0:
         raise InvalidArgumentError("--repeats must be positive")

@@ -53,12 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"{defaults.FAST_GUIDANCE_UNTIL} unless given (an approximation; speed, PSNR and label "
                         "fidelity in docs/synthesis.md)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
-    parser.add_argument("--steps", type=int, default=defaults.DEFAULT_STEPS,
-                        help="sampler steps (default: %(default)s)")
-    parser.add_argument("--guidance", type=float, default=defaults.DEFAULT_GUIDANCE,
-                        help="classifier-free guidance scale, 1 = off (default: %(default)s)")
-    parser.add_argument("--scheduler", default=defaults.DEFAULT_SCHEDULER,
-                        help="dpmsolver++ | ddim | euler (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"sampler steps (default: the model's: {defaults.DEFAULT_STEPS}, "
+                        f"{defaults.STUDENT_STEPS} for a distilled student)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help=f"classifier-free guidance scale, 1 = off (default: the model's: "
+                        f"{defaults.DEFAULT_GUIDANCE}, 1 for a distilled student)")
+    parser.add_argument("--scheduler", default=None,
+                        help=f"{' | '.join(defaults.SCHEDULER_NAMES)} (default: the model's: "
+                        f"{defaults.DEFAULT_SCHEDULER}, lcm for a distilled student)")
     parser.add_argument("--seed", type=int, default=0, help="run seed")
     parser.add_argument("--labels", default="balanced", help="balanced | 0 | 1 | fraction of label 1 (e.g. 0.3)")
     parser.add_argument("--prompts", default="all", help="'all' or comma-separated prompt ids (e.g. 0,5,7)")
@@ -138,11 +141,15 @@ def run(args: argparse.Namespace) -> int:
     from histoaug.generation.png_output import write_png_tree
     from histoaug.generation.settings import GenerationSettings
     from histoaug.seeding import parse_label_spec
+    from histoaug.synthesis.model_source import sampler_defaults_of
     from histoaug.synthesis.synthesizer import load_synthesizer
 
+    model_defaults = sampler_defaults_of(args.model)  # a distilled student's LCM, 4 steps, guidance 1
     settings = GenerationSettings(
-        n=args.n, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
-        guidance=args.guidance, scheduler=args.scheduler,
+        n=args.n, seed=args.seed, batch_size=args.batch_size,
+        steps=model_defaults.steps if args.steps is None else args.steps,
+        guidance=model_defaults.guidance if args.guidance is None else args.guidance,
+        scheduler=model_defaults.scheduler if args.scheduler is None else args.scheduler,
         fraction_tumour=parse_label_spec(args.labels), prompt_ids=_prompt_ids(args.prompts),
         guidance_until=_fast_option(args.guidance_until, args.fast, defaults.FAST_GUIDANCE_UNTIL, 1.0),
         deep_cache=_fast_option(args.deep_cache, args.fast, defaults.FAST_DEEP_CACHE, 1),

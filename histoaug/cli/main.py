@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "histoaug.cli.prompts_command",
     "histoaug.cli.train_command",
     "histoaug.cli.train_vae_command",
+    "histoaug.cli.distill_command",
     "histoaug.cli.eval_command",
     "histoaug.cli.study_command",
     "histoaug.cli.audit_command",

@@ -11,7 +11,8 @@ An exported **artifact** dir::
                                      sha256 + size of every other file (verified on load)
     prompts.json                     the model's PromptBank
     prompt_embeddings.safetensors    cond (P, L, D) and uncond (1, L, D), float32
-    scheduler/scheduler_config.json  the model's noise schedule
+    scheduler/scheduler_config.json  the model's noise schedule (LCMScheduler for a distilled student)
+    [sampler_defaults.json]          the model's own default steps / guidance / scheduler (a student's)
     unet/, vae/                      diffusers weights (safetensors) for the torch backend
     onnx/unet.onnx                   opset 23, fused Attention, dynamic batch (ONNX Runtime, TensorRT)
     onnx/vae_decoder.onnx
@@ -35,6 +36,13 @@ from typing import Any
 from histoaug.atomic_files import write_text
 from histoaug.errors import ArtifactError
 from histoaug.prompts import PROMPTS_FILE, PromptBank
+from histoaug.synthesis.defaults import (
+    SCHEDULER_NAMES,
+    STUDENT_GUIDANCE,
+    STUDENT_SCHEDULER,
+    STUDENT_STEPS,
+    ModelSamplerDefaults,
+)
 from histoaug.synthesis.prompt_embeddings import PromptEmbeddings
 
 ARTIFACT_FORMAT = "histoaug.artifact/1"
@@ -42,6 +50,9 @@ MANIFEST_FILE = "manifest.json"
 EMBEDDINGS_FILE = "prompt_embeddings.safetensors"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 MODEL_INDEX_FILE = "model_index.json"
+# The model's own sampler defaults (a distilled student's steps/guidance/scheduler); optional.
+SAMPLER_DEFAULTS_FILE = "sampler_defaults.json"
+SAMPLER_DEFAULTS_FORMAT = "histoaug.sampler_defaults/1"
 ONNX_DIR = "onnx"
 UNET_FILE = "unet.onnx"  # inside ONNX_DIR
 VAE_DECODER_FILE = "vae_decoder.onnx"  # inside ONNX_DIR
@@ -49,7 +60,7 @@ WEIGHT_FOLDERS = ("unet", "vae")  # what the torch backend loads
 TEXT_FOLDERS = ("text_encoder", "tokenizer")  # only needed to compute prompt embeddings
 PIPELINE_FOLDERS = (*WEIGHT_FOLDERS, *TEXT_FOLDERS, "scheduler")
 # What decides generated patches; training logs, checkpoints and previews in the same dir do not.
-MODEL_PARTS = (MODEL_INDEX_FILE, *PIPELINE_FOLDERS, PROMPTS_FILE)
+MODEL_PARTS = (MODEL_INDEX_FILE, *PIPELINE_FOLDERS, PROMPTS_FILE, SAMPLER_DEFAULTS_FILE)
 _CHUNK = 1 << 20
 
 
@@ -184,6 +195,34 @@ def read_geometry(root: Path) -> Geometry:
         raise ArtifactError(f"{root}: unet/vae config lacks {exc}") from exc
 
 
+def read_sampler_defaults(root: Path) -> ModelSamplerDefaults:
+    """The model's sampler defaults: ``sampler_defaults.json`` when present, else the student's (LCM,
+    few steps, guidance 1) for an ``LCMScheduler`` scheduler config, else the product defaults."""
+    path = root / SAMPLER_DEFAULTS_FILE
+    if not path.exists():
+        scheduler = read_json(root / SCHEDULER_CONFIG) if (root / SCHEDULER_CONFIG).exists() else {}
+        if scheduler.get("_class_name") == "LCMScheduler":
+            return ModelSamplerDefaults(STUDENT_STEPS, STUDENT_GUIDANCE, STUDENT_SCHEDULER)
+        return ModelSamplerDefaults()
+    data = read_json(path)
+    try:
+        if data.get("format") != SAMPLER_DEFAULTS_FORMAT:
+            raise ValueError(f"format is not {SAMPLER_DEFAULTS_FORMAT}")
+        steps, guidance, scheduler = data["steps"], float(data["guidance"]), str(data["scheduler"])
+        if not isinstance(steps, int) or steps < 1 or not guidance >= 1.0 or scheduler not in SCHEDULER_NAMES:
+            raise ValueError(f"steps {steps!r}, guidance {guidance!r}, scheduler {scheduler!r}")
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: invalid sampler defaults ({exc})") from exc
+    return ModelSamplerDefaults(steps, guidance, scheduler)
+
+
+def write_sampler_defaults(root: Path, defaults: ModelSamplerDefaults) -> None:
+    """Record the model's sampler defaults (atomically), read back by :func:`read_sampler_defaults`."""
+    payload = {"format": SAMPLER_DEFAULTS_FORMAT, "steps": defaults.steps, "guidance": defaults.guidance,
+               "scheduler": defaults.scheduler}
+    write_text(root / SAMPLER_DEFAULTS_FILE, json.dumps(payload, indent=2) + "\n")
+
+
 @dataclass
 class ArtifactContents:
     """What an artifact holds besides the networks: verified manifest, prompts and embeddings."""
@@ -210,6 +249,8 @@ def copy_model_files(src: Path, work: Path, embeddings: PromptEmbeddings) -> Non
     (work / SCHEDULER_CONFIG).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src / SCHEDULER_CONFIG, work / SCHEDULER_CONFIG)
     shutil.copy2(src / PROMPTS_FILE, work / PROMPTS_FILE)
+    if (src / SAMPLER_DEFAULTS_FILE).is_file():
+        shutil.copy2(src / SAMPLER_DEFAULTS_FILE, work / SAMPLER_DEFAULTS_FILE)
     embeddings.save(work / EMBEDDINGS_FILE)
 
 

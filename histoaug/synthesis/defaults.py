@@ -3,12 +3,34 @@
 Chosen for the embedded default model: its model card (histoaug/default_model/MODEL_CARD.md)
 measures label fidelity and speed at these settings. No heavy imports: the CLI reads these
 to build its ``--help``.
+
+A model dir may carry its own defaults (``sampler_defaults.json``, or an ``LCMScheduler``
+scheduler config, as ``histoaug distill`` writes): :class:`ModelSamplerDefaults` holds them, and
+``generate`` / ``SyntheticPCam`` / the CLI use them when the user passes no ``steps`` /
+``guidance`` / ``scheduler``; explicit values always win.
 """
+
+from dataclasses import dataclass
 
 DEFAULT_STEPS = 10  # DPM-Solver++(2M); large SD fine-tunes may want 20-25
 DEFAULT_GUIDANCE = 2.0
 DEFAULT_SCHEDULER = "dpmsolver++"
-SCHEDULER_NAMES = ("dpmsolver++", "ddim", "euler")
+SCHEDULER_NAMES = ("dpmsolver++", "ddim", "euler", "lcm")  # lcm: for consistency-distilled students only
+
+# A few-step consistency student (``histoaug distill``): guidance is folded into its weights, so
+# one UNet call per step (guidance 1) and LCM's multistep sampling at the student's step count.
+STUDENT_STEPS = 4
+STUDENT_GUIDANCE = 1.0
+STUDENT_SCHEDULER = "lcm"
+
+
+@dataclass(frozen=True)
+class ModelSamplerDefaults:
+    """The sampler settings a model dir asks for when the user gives none (product defaults otherwise)."""
+
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    scheduler: str = DEFAULT_SCHEDULER
 
 # Fast mode (``generate(..., fast=True)``, ``histoaug generate --fast``): approximations chosen
 # knowingly; speed, PSNR and label fidelity per variant are in benchmarks/RESULTS.md ("Fast on CPU

@@ -29,7 +29,9 @@ from histoaug.synthesis.artifact_format import (
     read_artifact,
     read_geometry,
     read_json,
+    read_sampler_defaults,
 )
+from histoaug.synthesis.defaults import ModelSamplerDefaults
 from histoaug.synthesis.prompt_embeddings import PromptEmbeddings, encode_prompts
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class ModelFiles(Geometry):
     embeddings: PromptEmbeddings
     scheduler_config: dict[str, Any]
     manifest: dict[str, Any] = field(default_factory=dict)
+    sampler: ModelSamplerDefaults = field(default_factory=ModelSamplerDefaults)  # used when the user gives none
 
     @property
     def onnx_dir(self) -> Path:
@@ -74,6 +77,14 @@ class ModelFiles(Geometry):
     def export_dtype(self) -> str | None:
         """The compute dtype of an artifact's ONNX graphs (None for a pipeline dir)."""
         return str(self.manifest.get("onnx", {}).get("dtype", "fp32")) if self.kind == "artifact" else None
+
+
+def sampler_defaults_of(source: str | Path) -> ModelSamplerDefaults:
+    """The sampler defaults ``source`` asks for, read without loading it (the CLI resolves its flags first)."""
+    root = resolve_source(source)
+    if not root.is_dir():
+        raise ArtifactError(f"{root}: model directory not found")
+    return read_sampler_defaults(root)
 
 
 def open_model(source: str | Path) -> ModelFiles:
@@ -94,7 +105,7 @@ def _open_artifact(root: Path) -> ModelFiles:
     return ModelFiles(kind="artifact", root=root, model_id=str(contents.manifest.get("model_id", "")),
                       prompts=contents.prompts, embeddings=contents.embeddings,
                       scheduler_config=contents.scheduler_config, manifest=contents.manifest,
-                      **asdict(contents.geometry))
+                      sampler=read_sampler_defaults(root), **asdict(contents.geometry))
 
 
 def _open_diffusers(root: Path) -> ModelFiles:
@@ -122,4 +133,5 @@ def _open_diffusers(root: Path) -> ModelFiles:
     del text_encoder
     logger.info("computed embeddings of %d prompts for %s", len(prompts), root)
     return ModelFiles(kind="diffusers", root=root, model_id=model_id, prompts=prompts, embeddings=embeddings,
-                      scheduler_config=read_json(root / SCHEDULER_CONFIG), **asdict(read_geometry(root)))
+                      scheduler_config=read_json(root / SCHEDULER_CONFIG), sampler=read_sampler_defaults(root),
+                      **asdict(read_geometry(root)))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
+
+STEP_NOISE_STREAM = 1  # the noise a stochastic sampler (LCM) injects between steps
 
 
 def initial_noise(seeds: Iterable[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -18,3 +21,16 @@ def initial_noise(seeds: Iterable[int], shape: tuple[int, ...]) -> torch.Tensor:
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         rows.append(torch.randn(shape, generator=generator, dtype=torch.float32))
     return torch.stack(rows)
+
+
+def step_noise_generators(seeds: Iterable[int]) -> list[torch.Generator]:
+    """One CPU generator per sample for the noise a stochastic sampler (LCM) adds between steps.
+
+    Seeded from (seed, stream), apart from the initial noise, so a student's sample stays a
+    function of its own seed, not of its batch or position.
+    """
+    generators = []
+    for seed in seeds:
+        state = np.random.SeedSequence([int(seed), STEP_NOISE_STREAM]).generate_state(2, np.uint32)
+        generators.append(torch.Generator(device="cpu").manual_seed((int(state[0]) << 31) ^ int(state[1])))
+    return generators

@@ -100,14 +100,24 @@ class SamplerSettings:
 
 
 def denoise(backend: Backend, scheduler_config: dict[str, Any], noise: torch.Tensor, cond: torch.Tensor,
-            uncond: torch.Tensor, settings: SamplerSettings) -> torch.Tensor:
+            uncond: torch.Tensor, settings: SamplerSettings,
+            step_generators: list[torch.Generator] | None = None) -> torch.Tensor:
     """Run the scheduler from ``noise`` (float32, on the backend's device) to clean latents.
 
     Cond and uncond go through the UNet as one batch ``[uncond; cond]`` (as diffusers does);
     guidance 1 runs the cond half only, and so do the steps after ``settings.guided_steps``.
+    ``step_generators`` (one per sample, :func:`histoaug.synthesis.noise.step_noise_generators`)
+    feed the noise LCM injects between its steps; a stochastic sampler without them is refused,
+    since a shared stream would make a sample depend on its batch.
     """
     scheduler = make_scheduler(settings.scheduler, scheduler_config)
-    scheduler.set_timesteps(settings.steps, device=noise.device)
+    stochastic = settings.scheduler == "lcm"
+    if stochastic and (step_generators is None or len(step_generators) != noise.shape[0]):
+        raise InvalidArgumentError("the lcm sampler needs one step-noise generator per sample")
+    try:
+        scheduler.set_timesteps(settings.steps, device=noise.device)
+    except ValueError as exc:  # LCM: more steps than its original (distillation) grid
+        raise InvalidArgumentError(f"{settings.scheduler} cannot run {settings.steps} steps ({exc})") from exc
     latents = noise * scheduler.init_noise_sigma
     n = latents.shape[0]
     guided_embeddings = torch.cat([uncond.expand(n, -1, -1), cond]) if settings.uses_guidance else cond
@@ -130,15 +140,19 @@ def denoise(backend: Backend, scheduler_config: dict[str, Any], noise: torch.Ten
         if guided:
             eps_uncond, eps_cond = eps.chunk(2)
             eps = eps_uncond + settings.guidance * (eps_cond - eps_uncond)
-        latents = scheduler.step(eps, t, latents, return_dict=False)[0]
+        if stochastic:
+            latents = scheduler.step(eps, t, latents, generator=step_generators, return_dict=False)[0]
+        else:
+            latents = scheduler.step(eps, t, latents, return_dict=False)[0]
     return latents
 
 
 def sample_patches(backend: Backend, scheduler_config: dict[str, Any], noise: torch.Tensor,
                    cond: torch.Tensor, uncond: torch.Tensor, settings: SamplerSettings,
-                   scaling_factor: float, size: int = PATCH_SIZE) -> np.ndarray:
+                   scaling_factor: float, size: int = PATCH_SIZE,
+                   step_generators: list[torch.Generator] | None = None) -> np.ndarray:
     """One batch: noise -> latents -> decoded images -> uint8 (N, size, size, 3)."""
-    latents = denoise(backend, scheduler_config, noise, cond, uncond, settings)
+    latents = denoise(backend, scheduler_config, noise, cond, uncond, settings, step_generators)
     images = backend.decode(latents / scaling_factor)
     if not torch.isfinite(images).all():
         raise ArtifactError(f"the model produced NaN/Inf images on the {backend.name} backend ({backend.dtype}); "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from histoaug.errors import InvalidArgumentError
@@ -23,4 +23,6 @@ def make_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:
         return DDIMScheduler.from_config(config)
     if name == "euler":
         return EulerDiscreteScheduler.from_config(config)
+    if name == "lcm":  # multistep consistency sampling; its re-noising draws from per-sample generators
+        return LCMScheduler.from_config(config)
     raise InvalidArgumentError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")

@@ -21,15 +21,9 @@ from histoaug.synthesis.backends.selection import (
     cuda_auto_candidates,
     resolve_device,
 )
-from histoaug.synthesis.defaults import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_SCHEDULER,
-    DEFAULT_STEPS,
-    FAST_DEEP_CACHE,
-    FAST_GUIDANCE_UNTIL,
-)
+from histoaug.synthesis.defaults import FAST_DEEP_CACHE, FAST_GUIDANCE_UNTIL
 from histoaug.synthesis.model_source import ModelFiles, open_model
-from histoaug.synthesis.noise import initial_noise
+from histoaug.synthesis.noise import initial_noise, step_noise_generators
 from histoaug.synthesis.postprocess import PATCH_SIZE
 from histoaug.synthesis.requests import build_request
 from histoaug.synthesis.sampling import Backend, SamplerSettings, sample_patches
@@ -93,12 +87,20 @@ class Synthesizer:
         """``runtime`` as sorted JSON: the ``generate --resume`` fingerprint and the pool store key use it."""
         return json.dumps(self.runtime, sort_keys=True)
 
-    def prepare(self, batch_sizes: Sequence[int], guidance: float = DEFAULT_GUIDANCE, *,
-                guidance_until: float = 1.0, steps: int = DEFAULT_STEPS) -> None:
+    def prepare(self, batch_sizes: Sequence[int], guidance: float | None = None, *,
+                guidance_until: float = 1.0, steps: int | None = None) -> None:
         """Compile / build everything the runtime needs for these patch batch sizes now (outside any
-        timing); guided steps double the UNet batch (cond and uncond in one call)."""
-        self._prepare_for(batch_sizes, SamplerSettings(steps=steps, guidance=float(guidance),
-                                                       guidance_until=guidance_until))
+        timing); guided steps double the UNet batch (cond and uncond in one call). ``None``: the
+        model's default (``self.model.sampler``)."""
+        self._prepare_for(batch_sizes, SamplerSettings(steps=self.model.sampler.steps if steps is None else steps,
+                                                       guidance=self.default_guidance if guidance is None
+                                                       else float(guidance), guidance_until=guidance_until,
+                                                       scheduler=self.model.sampler.scheduler))
+
+    @property
+    def default_guidance(self) -> float:
+        """The guidance this model samples with when none is given (1 for a distilled student)."""
+        return float(self.model.sampler.guidance)
 
     def _prepare_for(self, batch_sizes: Sequence[int], settings: SamplerSettings) -> None:
         if settings.deep_cache > 1:
@@ -128,8 +130,8 @@ class Synthesizer:
         return (f"Synthesizer(model={str(self.model.root)!r}, backend={self.backend!r}, "
                 f"dtype={self.dtype!r}{compiled}, device='{self.device}', prompts={len(self.prompts)})")
 
-    def generate(self, labels, seeds, prompt_ids=None, *, steps: int = DEFAULT_STEPS,
-                 guidance: float = DEFAULT_GUIDANCE, scheduler: str = DEFAULT_SCHEDULER, batch_size: int | None = None,
+    def generate(self, labels, seeds, prompt_ids=None, *, steps: int | None = None,
+                 guidance: float | None = None, scheduler: str | None = None, batch_size: int | None = None,
                  progress: bool = False, guidance_until: float | None = None, deep_cache: int | None = None,
                  fast: bool = False) -> np.ndarray:
         """Patches for ``labels[i]`` from ``seeds[i]`` (and ``prompt_ids[i]``, else a prompt of the
@@ -145,8 +147,15 @@ class Synthesizer:
         ``guidance_until`` < 1: CFG over that first fraction of the steps only; ``deep_cache`` = k > 1:
         the whole UNet every k steps, its deep features reused in between (torch backend).
         ``fast=True`` sets those not given to the fast preset (``FAST_GUIDANCE_UNTIL`` = 1.0, i.e. guidance
-        on every step, and ``FAST_DEEP_CACHE`` = 2); both default to exact."""
+        on every step, and ``FAST_DEEP_CACHE`` = 2); both default to exact.
+
+        ``steps`` / ``guidance`` / ``scheduler`` left at None take the model's defaults
+        (``self.model.sampler``: the product's, or a distilled student's LCM at 4 steps, guidance 1)."""
         request = build_request(self.prompts, labels, seeds, prompt_ids)
+        defaults = self.model.sampler
+        steps = defaults.steps if steps is None else steps
+        guidance = defaults.guidance if guidance is None else guidance
+        scheduler = defaults.scheduler if scheduler is None else scheduler
         if guidance_until is None:
             guidance_until = FAST_GUIDANCE_UNTIL if fast else 1.0
         if deep_cache is None:
@@ -171,8 +180,9 @@ class Synthesizer:
                     rows = np.concatenate([rows, np.full(full - rows.size, stop - 1)])
                 noise = initial_noise(request.seeds[rows].tolist(), shape).to(device)
                 cond = embeddings.cond[torch.from_numpy(request.prompt_ids[rows])].to(device)
+                generators = step_noise_generators(request.seeds[rows].tolist()) if scheduler == "lcm" else None
                 patches = sample_patches(self._backend, self.model.scheduler_config, noise, cond, uncond,
-                                         settings, self.model.scaling_factor)
+                                         settings, self.model.scaling_factor, step_generators=generators)
                 out[start:stop] = patches[:stop - start]
                 bar.update(stop - start)
         return out
@@ -206,7 +216,7 @@ def load_synthesizer(source: str | Path = "default", backend: str = "auto", devi
         choice, runtime = _build_cuda_auto(model, resolved, dtype)
     else:
         choice = choose_runtime(model, resolved, backend, dtype, compile, expected_patches, batch_size=batch_size,
-                                guidance=guidance)
+                                guidance=model.sampler.guidance if guidance is None else guidance)
         if graphs is not None:
             choice = dataclasses.replace(choice, graphs=bool(graphs))
         runtime = create_backend(choice.backend, model, resolved, choice.dtype, compile=choice.compile,

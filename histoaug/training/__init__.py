@@ -10,6 +10,8 @@ Stages, one module each:
 * :mod:`~histoaug.training.finetune` — fine-tunes the UNet of a diffusers Stable Diffusion
   pipeline on (patch, prompt) pairs with accelerate (``histoaug train``); checkpoints in
   :mod:`~histoaug.training.checkpoints`.
+* :mod:`~histoaug.training.distillation` — latent consistency distillation of a trained model
+  into a few-step LCM student (``histoaug distill``).
 
 This package is a sibling of the runtime: nothing else in histoaug imports it. It needs the
 ``training`` extra (scikit-learn): ``pip install 'histoaug[training]'``.
@@ -18,6 +20,7 @@ This package is a sibling of the runtime: nothing else in histoaug imports it. I
 from __future__ import annotations
 
 from histoaug.training.clustering import ClusterConfig, ClusteringResult, assign_clusters, fit_clusters
+from histoaug.training.distillation import DistillResult, distill
 from histoaug.training.embedding import ImageEmbedder, TransformersEmbedder, embed_dataset
 from histoaug.training.finetune import TrainConfig, TrainResult, train
 from histoaug.training.prompt_building import (
@@ -26,10 +29,13 @@ from histoaug.training.prompt_building import (
     load_prompts_dir,
     morphology_bank,
 )
+from histoaug.training.run_config import DistillConfig
 
 __all__ = [
     "ClusterConfig",
     "ClusteringResult",
+    "DistillConfig",
+    "DistillResult",
     "ImageEmbedder",
     "PromptBuildConfig",
     "TrainConfig",
@@ -37,6 +43,7 @@ __all__ = [
     "TransformersEmbedder",
     "assign_clusters",
     "build_prompts",
+    "distill",
     "embed_dataset",
     "fit_clusters",
     "load_prompts_dir",

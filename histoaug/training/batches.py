@@ -24,6 +24,8 @@ from histoaug.data.pcam import PCam
 PERMUTATION_STREAM = 1
 AUGMENT_STREAM = 2
 NOISE_STREAM = 3
+DISTILL_STREAM = 4  # consistency distillation: VAE sample, noise, skip-step index
+PROMPT_STREAM = 5  # distillation without a prompts dir: each patch's prompt among its label's
 
 
 def sample_generator(seed: int, stream: int, position: int) -> torch.Generator:

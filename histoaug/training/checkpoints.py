@@ -6,6 +6,7 @@ A checkpoint is a directory ``checkpoints/step-NNNNNNN/``:
 ``ema.safetensors``        EMA shadow weights (when EMA is on), keyed by parameter name
 ``optimizer.safetensors``  optimizer state tensors, keyed ``state/<param index>/<name>``
 ``rng.safetensors``        torch CPU (and CUDA) RNG states
+``NAME.safetensors``       further modules the run updates (distillation's EMA target network)
 ``state.json``             step, optimizer param groups and scalar state, LR-scheduler state,
                            EMA counters, grad-scaler state
 ``preview.png``            samples of the model at this step (written by the trainer)
@@ -73,6 +74,7 @@ class TrainingState:
     lr_scheduler: Any
     ema: Any | None = None  # diffusers.training_utils.EMAModel
     scaler: Any | None = None  # torch GradScaler (fp16)
+    modules: dict[str, torch.nn.Module] | None = None  # further updated modules, saved as NAME.safetensors
 
 
 def save_checkpoint(out: Path, state: TrainingState, *, keep: int | None = None) -> Path:
@@ -89,6 +91,8 @@ def save_checkpoint(out: Path, state: TrainingState, *, keep: int | None = None)
 
 def _write_checkpoint(folder: Path, state: TrainingState) -> None:
     save_file(_clone(state.model.state_dict()), folder / "model.safetensors")
+    for name, module in (state.modules or {}).items():
+        save_file(_clone(module.state_dict()), folder / f"{name}.safetensors")
 
     names = [name for name, _ in state.model.named_parameters()]
     meta: dict[str, Any] = {"step": state.step, "format": "histoaug.checkpoint/1"}
@@ -136,6 +140,14 @@ def load_checkpoint(path: Path, state: TrainingState) -> int:
     if missing or unexpected:
         raise ArtifactError(f"checkpoint {path} does not fit this model (missing {len(missing)}, "
                             f"unexpected {len(unexpected)} tensors)")
+    for name, module in (state.modules or {}).items():
+        try:
+            tensors = load_file(path / f"{name}.safetensors")
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"checkpoint {path} lacks its {name} weights ({exc})") from exc
+        missing, unexpected = module.load_state_dict(tensors, strict=False)
+        if missing or unexpected:
+            raise ArtifactError(f"checkpoint {path}: {name} weights do not fit this model")
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in opt_tensors.items():
         _, index, name = key.split("/", 2)

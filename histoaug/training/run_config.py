@@ -158,3 +158,74 @@ class AutoencoderTrainConfig(TrainingRunConfig):
             raise InvalidArgumentError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise InvalidArgumentError("device cuda requested but no CUDA device is available")
+
+
+DISTILL_LOSSES = ("huber", "l2")
+
+
+@dataclass(kw_only=True)
+class DistillConfig(TrainingRunConfig):
+    """Everything that defines a consistency-distillation run (``histoaug distill`` flags map 1:1).
+
+    ``base`` is the teacher (a model dir, or ``default``); the student starts as its copy.
+    Guidance is folded in at the fixed scale ``guidance``: the teacher's classifier-free-guided
+    prediction is the target, and the student (no w-embedding) samples at guidance 1.
+    """
+
+    base: str = "default"
+    data: str = "sample"
+    prompts: str | None = None  # prompts dir with per-patch ids; None: a prompt of each patch's label
+    steps: int = 2000
+    lr: float = 1e-4
+    lr_schedule: str = "constant"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 1e-2
+    adam_eps: float = 1e-8
+    guidance: float = 2.0  # the teacher's CFG scale folded into the student (the product default)
+    solver_steps: int = 50  # DDIM skipping-step grid over the training timesteps (LCM's N)
+    student_steps: int = 4  # sampler default recorded in the output
+    ema_decay: float = 0.95  # the target network: EMA of the student
+    loss: str = "huber"
+    huber_c: float = 1e-3
+    timestep_scaling: float = 10.0  # LCM boundary-condition scalings c_skip/c_out
+    resolution: int | None = None
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int = 3
+    preview_per_label: int = 4
+
+    RUN_CONTROL_FIELDS: ClassVar[frozenset[str]] = TrainingRunConfig.RUN_CONTROL_FIELDS | {
+        "preview_per_label", "prompts"}
+    POSITIVE_FIELDS: ClassVar[tuple[str, ...]] = (*TrainingRunConfig.POSITIVE_FIELDS, "solver_steps",
+                                                  "student_steps")
+
+    @property
+    def preview_steps(self) -> int:  # previews sample as users will: the student's steps, guidance 1
+        return self.student_steps
+
+    @property
+    def preview_guidance(self) -> float:
+        return 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        if not (self.guidance >= 1.0 and math.isfinite(self.guidance)):
+            raise InvalidArgumentError(f"guidance must be a finite number >= 1, got {self.guidance}")
+        if self.student_steps > self.solver_steps:
+            raise InvalidArgumentError(f"student-steps ({self.student_steps}) must not exceed solver-steps "
+                                       f"({self.solver_steps})")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise InvalidArgumentError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.loss not in DISTILL_LOSSES:
+            raise InvalidArgumentError(f"loss must be one of {', '.join(DISTILL_LOSSES)}, got {self.loss!r}")
+        if not (self.huber_c > 0 and math.isfinite(self.huber_c)):
+            raise InvalidArgumentError(f"huber-c must be a positive number, got {self.huber_c}")
+        if not (self.timestep_scaling > 0 and math.isfinite(self.timestep_scaling)):
+            raise InvalidArgumentError(f"timestep-scaling must be a positive number, got {self.timestep_scaling}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise InvalidArgumentError(f"mixed-precision must be one of {', '.join(MIXED_PRECISION)}")
+        if self.resolution is not None and self.resolution < 8:
+            raise InvalidArgumentError(f"resolution must be >= 8, got {self.resolution}")
