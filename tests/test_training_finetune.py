@@ -313,3 +313,52 @@ def test_train_and_train_vae_flags_map_onto_their_configs():
                               "--no-progress", "--kl-weight", "0.5"])
     assert training_config_from_args(AutoencoderTrainConfig, args) == AutoencoderTrainConfig(
         data="sample", out="o", decoder_only=True, device="cpu", progress=False, kl_weight=0.5)
+
+
+# --- --train-text-encoder -------------------------------------------------------------------------
+def _prompt_embeddings(model_dir):
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(model_dir / "tokenizer")
+    encoder = CLIPTextModel.from_pretrained(model_dir / "text_encoder")
+    tokens = tokenizer(PromptBank.load(model_dir).texts, padding="max_length",
+                       max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return encoder(tokens)[0].flatten(1)
+
+
+@pytest.mark.slow
+def test_train_text_encoder_trains_it_and_resumes_exactly(straight, prompts_dir, tmp_path):
+    joint = tmp_path / "joint"
+    assert main(train_args(prompts_dir, joint, "--train-text-encoder")) == 0
+    record = json.loads((joint / "training_config.json").read_text())
+    assert record["config"]["train_text_encoder"] is True
+    frozen = load_file(straight / "text_encoder" / "model.safetensors")
+    trained = load_file(joint / "text_encoder" / "model.safetensors")
+    assert frozen.keys() == trained.keys() and any(not torch.equal(frozen[k], trained[k]) for k in frozen)
+    # the checkpoint covers both parts (EMA included), so a resume continues exactly
+    (_, last), = [c for c in list_checkpoints(joint) if c[0] == STEPS]
+    ema = load_file(last / "ema.safetensors")
+    assert any(k.startswith("text_encoder.") for k in ema) and any(k.startswith("unet.") for k in ema)
+    final_te = {f"text_encoder.{k}": v for k, v in trained.items()}
+    assert all(torch.equal(final_te[k], ema[k]) for k in ema if k in final_te)  # the saved encoder is the EMA one
+    resumed = tmp_path / "resumed"
+    assert main(train_args(prompts_dir, resumed, "--train-text-encoder", "--stop-at", str(STEPS // 2))) == 0
+    assert main(train_args(prompts_dir, resumed, "--train-text-encoder", "--resume")) == 0
+    assert losses(resumed) == losses(joint)
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        a, b = load_file(resumed / part), load_file(joint / part)
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    # the prompt embeddings (computed on load from the saved encoder) are the trained encoder's
+    assert not torch.allclose(_prompt_embeddings(joint), _prompt_embeddings(straight))
+    # and the model loads and generates
+    import histoaug
+
+    images = histoaug.load_synthesizer(joint, backend="torch", device="cpu").generate(labels=[0, 1], seeds=[0, 1],
+                                                                                      steps=2)
+    assert images.shape == (2, 96, 96, 3)
+
+
+def test_train_text_encoder_refuses_a_changed_setting_on_resume(straight, prompts_dir, capsys):
+    assert main(train_args(prompts_dir, straight, "--resume", "--train-text-encoder")) == 2
+    assert "differ" in capsys.readouterr().err

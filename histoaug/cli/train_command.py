@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         flags.ConfigFlag("--ema-decay", "EMA decay", float),
         flags.ConfigFlag("--no-ema", "save the raw weights instead of the EMA weights"),
         flags.ConfigFlag("--cond-dropout", "probability of training on the empty prompt, for guidance", float),
+        flags.ConfigFlag("--train-text-encoder", "train the text encoder with the UNet (same lr and EMA), so "
+                         "distinct prompts get distinct embeddings; the output holds the trained text encoder"),
         flags.ConfigFlag("--resolution", "training resolution (default: the model's native resolution)", int),
         flags.ConfigFlag("--mixed-precision", "auto: bf16 (or fp16) on GPU, none on CPU", str, choices=MIXED_PRECISION),
         flags.ConfigFlag("--gradient-checkpointing", "trade compute for UNet memory"),

@@ -1,6 +1,11 @@
 """Fine-tuning the UNet of a Stable Diffusion pipeline on (patch, prompt) pairs (paper, stage c).
 
-The VAE and the CLIP text encoder stay frozen; the prompts' text embeddings are computed once.
+The VAE stays frozen. The CLIP text encoder stays frozen too, and the prompts' text embeddings
+are computed once, unless ``train_text_encoder`` (``--train-text-encoder``): then it trains with
+the UNet (same optimizer, learning rate and EMA), and the prompt embeddings are recomputed from it
+at every step. A tiny randomly initialised text encoder (the ``histo96`` preset's) gives nearly the
+same embedding for every prompt (cosine >= 0.99), so a UNet trained on its frozen output barely
+conditions on the prompt; training it makes the label and morphology words distinct.
 Each step: a batch of patches (random flips / 90-degree rotations, resized to the model's
 resolution) is encoded by the VAE, noised at random timesteps, and the UNet learns to predict
 the scheduler's target (noise for ``epsilon``, velocity for ``v_prediction``, the clean latent
@@ -129,14 +134,38 @@ def _check_alignment(dataset, assignment, prompts_dir: str) -> None:
 @torch.no_grad()
 def encode_prompts(pipe: StableDiffusionPipeline, texts: list[str], device: torch.device) -> torch.Tensor:
     """Text-encoder hidden states of ``texts`` (padded to the tokenizer's max length), float32."""
-    tokens = pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                            truncation=True, return_tensors="pt")
     encoder = pipe.text_encoder.to(device)
-    return encoder(tokens.input_ids.to(device))[0].float()
+    return encoder(_prompt_tokens(pipe, texts).to(device))[0].float()
 
 
 def _vae_scale_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+class TextConditionedUNet(torch.nn.Module):
+    """The UNet and the text encoder as one trained module (``train_text_encoder``).
+
+    ``forward`` embeds the bank's prompt texts (``tokens``: every prompt, then the empty one) and
+    runs the UNet on the embeddings of ``ids``, so DDP, the optimizer, EMA and checkpoints see one
+    module; checkpoint keys are ``unet.*`` and ``text_encoder.*``.
+    """
+
+    def __init__(self, unet: torch.nn.Module, text_encoder: torch.nn.Module, tokens: torch.Tensor):
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.register_buffer("tokens", tokens, persistent=False)
+
+    def prompt_embeddings(self) -> torch.Tensor:
+        return self.text_encoder(self.tokens)[0].float()
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, ids: torch.Tensor):
+        return self.unet(noisy, timesteps, encoder_hidden_states=self.prompt_embeddings()[ids])
+
+
+def _prompt_tokens(pipe: StableDiffusionPipeline, texts: list[str]) -> torch.Tensor:
+    return pipe.tokenizer(texts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                          truncation=True, return_tensors="pt").input_ids
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -194,6 +223,11 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     prompt_embeds = encode_prompts(pipe, [*bank.texts, ""], device)
     uncond_index = len(bank)
     pipe.text_encoder.requires_grad_(False)
+    trained: torch.nn.Module = unet  # what the optimizer, EMA and checkpoints cover
+    if config.train_text_encoder:
+        pipe.text_encoder.requires_grad_(True)
+        pipe.text_encoder.train()
+        trained = TextConditionedUNet(unet, pipe.text_encoder, _prompt_tokens(pipe, [*bank.texts, ""]).to(device))
     vae.requires_grad_(False)
     # fp16 overflows a VAE whose config says force_upcast (SD's, histoaug's): encode in fp32 there, as
     # diffusers' pipelines decode; bf16 has fp32's range
@@ -208,7 +242,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(
-        unet.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+        trained.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
         weight_decay=config.weight_decay, eps=config.adam_eps,
     )
     lr_scheduler = get_scheduler(
@@ -217,12 +251,14 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     )
     ema = None
     if config.ema:
-        ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True,
-                       model_cls=type(unet), model_config=unet.config)
+        ema = EMAModel(trained.parameters(), decay=config.ema_decay, use_ema_warmup=True,
+                       model_cls=None if config.train_text_encoder else type(unet),
+                       model_config=None if config.train_text_encoder else unet.config)
         ema.to(device)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    raw_unet = accelerator.unwrap_model(unet)
-    state = TrainingState(step=0, model=raw_unet, optimizer=optimizer.optimizer, lr_scheduler=lr_scheduler,
+    unet, optimizer = accelerator.prepare(trained, optimizer)  # `unet`: the prepared trained module
+    raw_model = accelerator.unwrap_model(unet)
+    raw_unet = raw_model.unet if config.train_text_encoder else raw_model
+    state = TrainingState(step=0, model=raw_model, optimizer=optimizer.optimizer, lr_scheduler=lr_scheduler,
                           ema=ema, scaler=accelerator.scaler)
     start_step = 0
     if resume_from is not None:
@@ -262,6 +298,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
                         prompt_embeds=prompt_embeds, uncond_index=uncond_index, config=config,
                         resolution=resolution, latent_shape=latent_shape, scaling=scaling, shift=shift,
                         prediction_type=prediction_type, accelerator=accelerator, weight_dtype=weight_dtype,
+                        with_text_encoder=config.train_text_encoder,
                     )
                     accelerator.backward(loss / config.grad_accum)
                 step_loss += loss.detach() / config.grad_accum
@@ -271,7 +308,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
-                ema.step(raw_unet.parameters())
+                ema.step(raw_model.parameters())
             done = step + 1
             mean_loss = float(accelerator.gather(step_loss.reshape(1)).mean())
             if not math.isfinite(mean_loss):
@@ -291,7 +328,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
                 accelerator.wait_for_everyone()
                 if is_main:
                     folder = save_checkpoint(out, state, keep=config.checkpoints_total_limit)
-                    _preview(pipe, raw_unet, ema, prompt_embeds, bank, uncond_index, config, resolution, device,
+                    _preview(pipe, raw_model, ema, prompt_embeds, bank, uncond_index, config, resolution, device,
                              folder / PREVIEW_FILE)
                 accelerator.wait_for_everyone()
     finally:
@@ -308,9 +345,11 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
 
     if is_main:
         if ema is not None:
-            ema.copy_to(raw_unet.parameters())
-        _preview(pipe, raw_unet, None, prompt_embeds, bank, uncond_index, config, resolution, device,
+            ema.copy_to(raw_model.parameters())
+        _preview(pipe, raw_model, None, prompt_embeds, bank, uncond_index, config, resolution, device,
                  out / PREVIEW_FILE)
+        if config.train_text_encoder:
+            pipe.text_encoder = raw_model.text_encoder.eval()
         _save_final(pipe, raw_unet, out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -334,7 +373,8 @@ def _release_ddp_wrapper(accelerator) -> None:
 
 def _micro_step(batch: dict[str, torch.Tensor], *, unet, vae, noise_scheduler, prompt_embeds: torch.Tensor,
                 uncond_index: int, config: TrainConfig, resolution: int, latent_shape: tuple[int, ...],
-                scaling: float, shift: float, prediction_type: str, accelerator, weight_dtype) -> torch.Tensor:
+                scaling: float, shift: float, prediction_type: str, accelerator, weight_dtype,
+                with_text_encoder: bool = False) -> torch.Tensor:
     """Loss of one micro-batch (all randomness from the samples' positions)."""
     device = accelerator.device
     vae_eps, noise, timesteps, drops = sample_noise(
@@ -360,7 +400,10 @@ def _micro_step(batch: dict[str, torch.Tensor], *, unet, vae, noise_scheduler, p
     ids = batch["prompt_ids"].to(device)
     ids = torch.where(drops.to(device) < config.cond_dropout, torch.full_like(ids, uncond_index), ids)
     with accelerator.autocast():
-        pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds[ids]).sample
+        if with_text_encoder:  # `unet` is a (wrapped) TextConditionedUNet: it embeds the prompts itself
+            pred = unet(noisy, timesteps, ids).sample
+        else:
+            pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds[ids]).sample
     return F.mse_loss(pred.float(), target.float())
 
 
@@ -375,9 +418,12 @@ def _write_run_files(out: Path, config: TrainConfig, bank: PromptBank, command: 
 
 
 @torch.no_grad()
-def _preview(pipe, unet, ema, prompt_embeds: torch.Tensor, bank: PromptBank, uncond_index: int,
+def _preview(pipe, model, ema, prompt_embeds: torch.Tensor, bank: PromptBank, uncond_index: int,
              config: TrainConfig, resolution: int, device: torch.device, path: Path) -> None:
-    """A grid of ``preview_per_label`` samples per label, with the EMA weights when EMA is on."""
+    """A grid of ``preview_per_label`` samples per label, with the EMA weights when EMA is on.
+
+    ``model``: the trained module, the UNet or a :class:`TextConditionedUNet` (whose current text
+    encoder then gives the prompt embeddings)."""
     if config.preview_per_label < 1:
         return
     from PIL import Image
@@ -390,12 +436,16 @@ def _preview(pipe, unet, ema, prompt_embeds: torch.Tensor, bank: PromptBank, unc
         for k in range(config.preview_per_label):
             ids.append(choices[k * max(1, len(choices) // config.preview_per_label) % len(choices)])
             labels.append(label)
-    was_training = unet.training
-    unet.eval()
+    conditioned = isinstance(model, TextConditionedUNet)
+    unet = model.unet if conditioned else model
+    was_training = model.training
+    model.eval()
     if ema is not None:
-        ema.store(unet.parameters())
-        ema.copy_to(unet.parameters())
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
     try:
+        if conditioned:
+            prompt_embeds = model.prompt_embeddings()
         scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         runner = type(pipe)(**{**pipe.components, "unet": unet, "scheduler": scheduler},
                             requires_safety_checker=False)
@@ -410,8 +460,8 @@ def _preview(pipe, unet, ema, prompt_embeds: torch.Tensor, bank: PromptBank, unc
         ).images
     finally:
         if ema is not None:
-            ema.restore(unet.parameters())
-        unet.train(was_training)
+            ema.restore(model.parameters())
+        model.train(was_training)
     tiles = (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
     tiles = np.stack([np.asarray(Image.fromarray(t).resize((96, 96), Image.BICUBIC)) for t in tiles])
     save_preview(tiles, np.array(labels), path, per_label=config.preview_per_label)

@@ -106,6 +106,7 @@ class TrainConfig(TrainingRunConfig):
     ema: bool = True
     ema_decay: float = 0.9999
     cond_dropout: float = 0.1
+    train_text_encoder: bool = False  # train the CLIP text encoder with the UNet (see training.finetune)
     resolution: int | None = None  # default: the model's native resolution
     mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, else fp16 on GPU; "no" on CPU (bf16 allowed)
     gradient_checkpointing: bool = False
