@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Rebuilds docs/paper_comparison/: the paper's comparison in miniature on the bundled sample.
 # Columns per report: the real reference (real vs real), the label-only twin and the morphology
-# model (the embedded default model), both at the default settings (10 DPM-Solver++ steps,
-# guidance 2), and the morphology model at guidance 6 (the label-fidelity lever measured in the
-# model card), measured by `histoaug eval` twice:
+# model (the embedded default model), both at the default model's settings (10 DPM-Solver++ steps,
+# guidance 6: its sampler_defaults.json; the twin carries the same file), and the morphology model
+# at guidance 2 (the product default for models without their own; the label-fidelity lever),
+# measured by `histoaug eval` twice:
 #   docs/paper_comparison/test/   against the test split (3 normal + 2 tumour images held out whole:
 #                                 other tissues than the training images)
 #   docs/paper_comparison/valid/  against the valid split (held-out bands of 3 training images)
@@ -34,7 +35,7 @@ mkdir -p "$WORK"
 [ -d "$LABEL_ONLY" ] || { echo "label-only twin not found: $LABEL_ONLY (see the model card)" >&2; exit 2; }
 "$HISTOAUG" generate --model "$MODEL" --n "$N" --out "$WORK/morphology.h5" --seed 0 --overwrite --quiet
 "$HISTOAUG" generate --model "$LABEL_ONLY" --n "$N" --out "$WORK/label_only.h5" --seed 0 --overwrite --quiet
-"$HISTOAUG" generate --model "$MODEL" --n "$N" --out "$WORK/morphology_g6.h5" --seed 0 --guidance 6 --overwrite --quiet
+"$HISTOAUG" generate --model "$MODEL" --n "$N" --out "$WORK/morphology_g2.h5" --seed 0 --guidance 2 --overwrite --quiet
 previous=()
 if [ -n "${PREVIOUS:-}" ]; then  # optional column: another model (the issue-23 report had the previous default model)
   "$HISTOAUG" generate --model "$PREVIOUS" --n "$N" --out "$WORK/previous.h5" --seed 0 --overwrite --quiet
@@ -44,7 +45,7 @@ for split in test valid; do
   "$HISTOAUG" eval "${previous[@]}" \
     --synthetic "label-only twin=$WORK/label_only.h5" \
     --synthetic "morphology (default model)=$WORK/morphology.h5" \
-    --synthetic "morphology, guidance 6=$WORK/morphology_g6.h5" \
+    --synthetic "morphology, guidance 2=$WORK/morphology_g2.h5" \
     --real sample --test-split "$split" --features stain-texture \
     --epochs 5 --min-steps 100 --batch-size 16 --seeds 3 --folds 2 --real-fractions 0.1 \
     --out "docs/paper_comparison/$split" --overwrite --no-progress

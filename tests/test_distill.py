@@ -127,6 +127,24 @@ def test_lcm_without_per_sample_step_noise_is_refused():
                 SamplerSettings(steps=2, guidance=1.0, scheduler="lcm"))
 
 
+def test_the_teachers_own_default_guidance_is_folded_in(teacher, tmp_path):
+    import shutil
+
+    from histoaug.synthesis.artifact_format import write_sampler_defaults
+    from histoaug.synthesis.defaults import ModelSamplerDefaults
+
+    guided_teacher = tmp_path / "teacher"
+    shutil.copytree(teacher, guided_teacher)
+    write_sampler_defaults(guided_teacher, ModelSamplerDefaults(10, 5.0, "dpmsolver++"))
+    for name, extra, folded in (("own", (), 5.0), ("explicit", ("--guidance", "3"), 3.0)):
+        out = tmp_path / name
+        assert main(distill_args(guided_teacher, out, "--stop-at", "1", *extra)) == 0
+        assert json.loads((out / "training_config.json").read_text())["config"]["guidance"] == folded
+    # resuming without --guidance resolves to the same scale, so the run's config still matches
+    assert main(distill_args(guided_teacher, tmp_path / "own", "--stop-at", "2", "--resume")) == 0
+    assert len(losses(tmp_path / "own")) == 2
+
+
 def test_prompts_follow_the_patch_labels(teacher):
     bank = PromptBank.load(teacher)
     labels = np.array([0, 1] * 50, dtype=np.uint8)

@@ -36,9 +36,8 @@ import hashlib
 import inspect
 import json
 import logging
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,7 @@ from histoaug.atomic_files import atomic_path
 from histoaug.data.pcam import PCam
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputWriteError
 from histoaug.prompts import PROMPTS_FILE, PromptBank
-from histoaug.synthesis.artifact_format import model_id_of, write_sampler_defaults
+from histoaug.synthesis.artifact_format import model_id_of, read_sampler_defaults, write_sampler_defaults
 from histoaug.synthesis.defaults import STUDENT_GUIDANCE, STUDENT_SCHEDULER, ModelSamplerDefaults
 from histoaug.synthesis.model_source import resolve_source
 from histoaug.training.base_model import BaseModelError, load_base_pipeline
@@ -71,7 +70,8 @@ from histoaug.training.hashing import dataset_hash, module_hash
 from histoaug.training.prompt_building import load_prompts_dir
 from histoaug.training.requirements import require
 from histoaug.training.run_config import DistillConfig
-from histoaug.training.run_dir import LOG_FILE, prepare_out, write_run_record
+from histoaug.training.run_dir import prepare_out, write_run_record
+from histoaug.training.step_record import RunResult, StepRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +79,7 @@ LATENT_CACHE_DIR = "latent_cache"
 _ENCODE_BATCH = 64
 
 
-@dataclass
-class DistillResult:
-    out: Path
-    steps: int  # last step trained
-    losses: list[float] = field(default_factory=list)  # per step, this run only
-    finished: bool = False
-    seconds: float = 0.0
-    main_process: bool = True
+DistillResult = RunResult  # what ``distill`` returns
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -225,6 +218,9 @@ def distill(config: DistillConfig, *, command: list[str] | None = None) -> Disti
     out = Path(config.out).expanduser()
 
     root = teacher_dir(config.base)
+    if config.guidance is None:  # fold in the guidance the teacher samples at by default
+        config = replace(config, guidance=read_sampler_defaults(root).guidance)
+        logger.info("folding in the teacher's default guidance %g", config.guidance)
     bank = PromptBank.load(root / PROMPTS_FILE)
     dataset = open_split(config.data, config.split)
     prompt_ids, prompts_hash = _prompt_assignment(config, bank, dataset)
@@ -316,9 +312,8 @@ def distill(config: DistillConfig, *, command: list[str] | None = None) -> Disti
     end_step = config.stop_at or config.steps
     samples_per_step = config.batch_size * accelerator.num_processes
     result = DistillResult(out=out, steps=start_step, main_process=is_main)
-    log = (out / LOG_FILE).open("a") if is_main else None
-    bar = tqdm(total=config.steps, initial=start_step, desc="distilling", unit="step",
-               disable=not (config.progress and is_main))
+    recorder = StepRecorder(accelerator, result, total=config.steps, desc="distilling", what="distillation",
+                            progress=config.progress, samples_per_step=samples_per_step)
     context = _StepContext(teacher=teacher, target=target, solver=solver, lcm=lcm, alphas_cumprod=alphas_cumprod,
                            noise_scheduler=noise_scheduler, prediction_type=prediction_type, skip=skip,
                            prompt_embeds=prompt_embeds, uncond_index=uncond_index, scaling=scaling, shift=shift,
@@ -340,19 +335,7 @@ def distill(config: DistillConfig, *, command: list[str] | None = None) -> Disti
                 for target_param, param in zip(target.parameters(), raw_student.parameters(), strict=True):
                     target_param.mul_(config.ema_decay).add_(param.detach(), alpha=1 - config.ema_decay)
             done = step + 1
-            mean_loss = float(accelerator.gather(loss.detach().reshape(1)).mean())
-            if not math.isfinite(mean_loss):
-                raise ArtifactError(f"distillation diverged at step {done} (loss {mean_loss}); lower --lr")
-            rate = samples_per_step / max(time.perf_counter() - tick, 1e-9)
-            lr = lr_scheduler.get_last_lr()[0]
-            result.losses.append(mean_loss)
-            result.steps = done
-            if log is not None:
-                log.write(json.dumps({"step": done, "loss": mean_loss, "lr": lr, "samples_per_s": round(rate, 2)})
-                          + "\n")
-                log.flush()
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.4g}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+            recorder.record(loss, done, tick, lr_scheduler.get_last_lr()[0])
             if done % config.checkpoint_every == 0 or done == end_step:
                 state.step = done
                 accelerator.wait_for_everyone()
@@ -362,9 +345,7 @@ def distill(config: DistillConfig, *, command: list[str] | None = None) -> Disti
                              folder / PREVIEW_FILE)
                 accelerator.wait_for_everyone()
     finally:
-        bar.close()
-        if log is not None:
-            log.close()
+        recorder.close()
         del student
         _release_ddp_wrapper(accelerator)
     result.seconds = time.perf_counter() - started

@@ -59,14 +59,12 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputWriteError
 from histoaug.prompts import PROMPTS_FILE, PromptBank
@@ -77,7 +75,8 @@ from histoaug.training.data_source import open_split
 from histoaug.training.prompt_building import load_prompts_dir
 from histoaug.training.requirements import require
 from histoaug.training.run_config import TrainConfig
-from histoaug.training.run_dir import LOG_FILE, prepare_out, save_pipeline_into, write_run_record
+from histoaug.training.run_dir import prepare_out, save_pipeline_into, write_run_record
+from histoaug.training.step_record import RunResult, StepRecorder
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
@@ -88,14 +87,7 @@ PREVIEW_FILE = "preview.png"
 PREVIEW_STREAM = 4
 
 
-@dataclass
-class TrainResult:
-    out: Path
-    steps: int  # last step trained
-    losses: list[float] = field(default_factory=list)  # per step, this run only
-    finished: bool = False  # False when stopped early by stop_at
-    seconds: float = 0.0
-    main_process: bool = True  # False on the other ranks of a multi-process run
+TrainResult = RunResult  # what ``train`` returns
 
 
 # --- setup ---------------------------------------------------------------------------------------
@@ -281,9 +273,8 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
     batches = iter(loader)
     samples_per_step = config.batch_size * config.grad_accum * accelerator.num_processes
     result = TrainResult(out=out, steps=start_step, main_process=is_main)
-    log = (out / LOG_FILE).open("a") if is_main else None
-    bar = tqdm(total=config.steps, initial=start_step, desc="training", unit="step",
-               disable=not (config.progress and is_main))
+    recorder = StepRecorder(accelerator, result, total=config.steps, desc="training", what="training",
+                            progress=config.progress, samples_per_step=samples_per_step)
     started = time.perf_counter()
     try:
         for step in range(start_step, end_step):
@@ -310,19 +301,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
             if ema is not None:
                 ema.step(raw_model.parameters())
             done = step + 1
-            mean_loss = float(accelerator.gather(step_loss.reshape(1)).mean())
-            if not math.isfinite(mean_loss):
-                raise ArtifactError(f"training diverged at step {done} (loss {mean_loss}); lower --lr")
-            rate = samples_per_step / max(time.perf_counter() - tick, 1e-9)
-            lr = lr_scheduler.get_last_lr()[0]
-            result.losses.append(mean_loss)
-            result.steps = done
-            if log is not None:
-                entry = {"step": done, "loss": mean_loss, "lr": lr, "samples_per_s": round(rate, 2)}
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+            recorder.record(step_loss, done, tick, lr_scheduler.get_last_lr()[0])
             if done % config.checkpoint_every == 0 or done == end_step:
                 state.step = done
                 accelerator.wait_for_everyone()
@@ -332,9 +311,7 @@ def train(config: TrainConfig, *, command: list[str] | None = None) -> TrainResu
                              folder / PREVIEW_FILE)
                 accelerator.wait_for_everyone()
     finally:
-        bar.close()
-        if log is not None:
-            log.close()
+        recorder.close()
         del unet  # the DDP wrapper is not needed past the loop, and must go first (see _release_ddp_wrapper)
         _release_ddp_wrapper(accelerator)
     result.seconds = time.perf_counter() - started

@@ -169,8 +169,9 @@ class DistillConfig(TrainingRunConfig):
     """Everything that defines a consistency-distillation run (``histoaug distill`` flags map 1:1).
 
     ``base`` is the teacher (a model dir, or ``default``); the student starts as its copy.
-    Guidance is folded in at the fixed scale ``guidance``: the teacher's classifier-free-guided
-    prediction is the target, and the student (no w-embedding) samples at guidance 1.
+    Guidance is folded in at the fixed scale ``guidance`` (None: the teacher's own default guidance,
+    from its ``sampler_defaults.json``): the teacher's classifier-free-guided prediction is the
+    target, and the student (no w-embedding) samples at guidance 1.
     """
 
     base: str = "default"
@@ -183,7 +184,7 @@ class DistillConfig(TrainingRunConfig):
     adam_beta2: float = 0.999
     weight_decay: float = 1e-2
     adam_eps: float = 1e-8
-    guidance: float = 2.0  # the teacher's CFG scale folded into the student (the product default)
+    guidance: float | None = None  # the teacher's CFG scale folded in; None: the teacher's own default
     solver_steps: int = 50  # DDIM skipping-step grid over the training timesteps (LCM's N)
     student_steps: int = 4  # sampler default recorded in the output
     ema_decay: float = 0.95  # the target network: EMA of the student
@@ -213,7 +214,7 @@ class DistillConfig(TrainingRunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not (self.guidance >= 1.0 and math.isfinite(self.guidance)):
+        if self.guidance is not None and not (self.guidance >= 1.0 and math.isfinite(self.guidance)):
             raise InvalidArgumentError(f"guidance must be a finite number >= 1, got {self.guidance}")
         if self.student_steps > self.solver_steps:
             raise InvalidArgumentError(f"student-steps ({self.student_steps}) must not exceed solver-steps "
