@@ -6,6 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from histoaug.cli.eval_command import add_synthetic_set_arguments
 from histoaug.errors import InvalidArgumentError
 
 GATE_FAILED = 1
@@ -23,10 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "given and a set's copy rate exceeds it; 2 for bad input. Needs the audit extra "
         "(pip install 'histoaug[audit]').",
     )
-    parser.add_argument("synthetic_files", nargs="*", type=Path, metavar="SYNTHETIC",
-                        help="synthetic PCam-format HDF5 file(s); same as --synthetic")
-    parser.add_argument("--synthetic", action="append", default=[], metavar="[NAME=]PATH",
-                        help="a synthetic set (repeatable; NAME defaults to the file stem)")
+    add_synthetic_set_arguments(parser, "audited one by one")
     parser.add_argument("--train", required=True, metavar="ROOT[:SPLIT]",
                         help="the generator's training patches: a PCam root ('sample' = the bundled sample) and "
                         "split (default split: train)")

@@ -21,10 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "classifier two-sample test. --out DIR writes report.md, metrics.json and PNG figures. Needs the eval "
         "extra (pip install 'histoaug[eval]').",
     )
-    parser.add_argument("synthetic_files", nargs="*", type=Path, metavar="SYNTHETIC",
-                        help="synthetic PCam-format HDF5 file(s); same as --synthetic")
-    parser.add_argument("--synthetic", action="append", default=[], metavar="[NAME=]PATH",
-                        help="a synthetic set (repeatable; one report column each; NAME defaults to the file stem)")
+    add_synthetic_set_arguments(parser, "one report column each")
     parser.add_argument("--real", default="sample", help="real PCam root, or 'sample' (default: %(default)s)")
     parser.add_argument("--train-split", default="train", help="real split the probes train on and distances "
                         "compare with (default: %(default)s)")
@@ -93,6 +90,14 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise InvalidArgumentError(f"{option} takes comma-separated numbers, not {text!r}") from None
+
+
+def add_synthetic_set_arguments(parser: argparse.ArgumentParser, what_each_is: str) -> None:
+    """Positional SYNTHETIC files and ``--synthetic [NAME=]PATH`` (read back by :func:`synthetic_sets`)."""
+    parser.add_argument("synthetic_files", nargs="*", type=Path, metavar="SYNTHETIC",
+                        help="synthetic PCam-format HDF5 file(s); same as --synthetic")
+    parser.add_argument("--synthetic", action="append", default=[], metavar="[NAME=]PATH",
+                        help=f"a synthetic set (repeatable; {what_each_is}; NAME defaults to the file stem)")
 
 
 def synthetic_sets(args: argparse.Namespace) -> list:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -50,7 +49,6 @@ import torch
 from tqdm.auto import tqdm
 
 from histoaug._version import __version__
-from histoaug.atomic_files import atomic_directory
 from histoaug.data.pcam import PCam
 from histoaug.data.pcam_files import SPLITS
 from histoaug.errors import InvalidArgumentError, OutputExistsError
@@ -64,7 +62,7 @@ from histoaug.evaluation.pixel_similarity import (
     detail_units,
     dihedral_thumbnail_vectors,
 )
-from histoaug.evaluation.report import SyntheticSet, json_default, load_synthetic_set, slug
+from histoaug.evaluation.report import SyntheticSet, load_synthetic_set, slug, write_report_directory
 from histoaug.training.embedding import embed_dataset
 
 logger = logging.getLogger(__name__)
@@ -469,14 +467,6 @@ def write_audit_report(config: AuditConfig, sets: list[SyntheticSet], out: str |
 
     out = Path(out)
     _check_inputs(config, sets, out, overwrite)
-    start = time.perf_counter()
-    with atomic_directory(out, replace=overwrite) as staging:
-        figures = staging / "figures"
-        figures.mkdir()
-        metrics, csvs = compute_audit(config, sets, figures, progress=progress)
-        metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)
-        for name, text in csvs.items():
-            (staging / name).write_text(text)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=json_default) + "\n")
-        (staging / "report.md").write_text(render_audit_markdown(metrics))
-    return metrics
+    return write_report_directory(out, overwrite, lambda figures: compute_audit(config, sets, figures,
+                                                                                progress=progress),
+                                  render_audit_markdown)

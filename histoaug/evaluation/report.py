@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -335,14 +336,29 @@ def write_report(config: ReportConfig, sets: list[SyntheticSet], out: str | Path
 
     out = Path(out)
     _check_inputs(config, sets, out, overwrite)
+    return write_report_directory(out, overwrite, lambda figures: (
+        compute_report(config, sets, figures, progress=progress), {}), render_markdown)
+
+
+def write_report_directory(out: Path, overwrite: bool,
+                           compute: Callable[[Path], tuple[dict[str, Any], dict[str, str]]],
+                           render: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Stage ``out/`` (figures/, metrics.json, report.md, any extra text files ``compute`` returns)
+    and move it into place in one step, so a report directory is never seen half-written.
+
+    ``compute(figures_dir)`` returns ``(metrics, {file name: text})``; the total time goes into
+    ``metrics["seconds"]["total"]``.
+    """
     start = time.perf_counter()
     with atomic_directory(out, replace=overwrite) as staging:
         figures = staging / "figures"
         figures.mkdir()
-        metrics = compute_report(config, sets, figures, progress=progress)
+        metrics, extra_files = compute(figures)
         metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)
+        for name, text in extra_files.items():
+            (staging / name).write_text(text)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=json_default) + "\n")
-        (staging / "report.md").write_text(render_markdown(metrics))
+        (staging / "report.md").write_text(render(metrics))
     return metrics
 
 
