@@ -1,12 +1,13 @@
-"""Patches/s of a distilled student (LCM, 1/2/4/8 steps, guidance 1) vs its teacher at the product
-default (DPM-Solver++ 10 steps, guidance 2), same backend, process, seeds and batch; interleaved,
-best of ``--rounds``. Prints JSON.
+"""Patches/s of a distilled student (LCM, 1/2/4/8 steps, guidance 1) vs its teacher at the teacher's
+own default settings (the embedded model: DPM-Solver++ 10 steps, guidance 6), same backend, process,
+seeds and batch; interleaved, best of ``--rounds``. Prints JSON.
 
     .venv/bin/python benchmarks/distill_speed.py --student runs/student --student-onnx runs/student-onnx \\
         > benchmarks/results/distill_speed.json
 
 ``--student-onnx``: the student exported with ``histoaug export`` (adds the onnxruntime rows; the
-teacher ``default`` is already an artifact).
+teacher ``default`` is already an artifact). ``--compiled``: adds torch bf16 rows with the UNet
+compiled (the CPU's fastest path for long jobs; compiles are warm-up, untimed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from histoaug.synthesis.model_source import sampler_defaults_of
 from histoaug.synthesis.synthesizer import load_synthesizer
 
 
@@ -37,12 +39,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--student-steps", default="1,2,4,8")
+    parser.add_argument("--compiled", action="store_true", help="also torch bf16 with the UNet compiled")
     args = parser.parse_args()
     setups = [("torch fp32", {"backend": "torch", "dtype": "fp32", "compile": False}, args.student)]
     if args.student_onnx:
         setups.append(("onnxruntime fp32", {"backend": "onnxruntime"}, args.student_onnx))
-    variants = [("teacher dpmsolver++ 10 steps, guidance 2", None, {"steps": 10, "guidance": 2.0,
-                                                                  "scheduler": "dpmsolver++"})]
+    if args.compiled:
+        setups.append(("torch bf16 compiled", {"backend": "torch", "dtype": "bf16", "compile": True}, args.student))
+    own = sampler_defaults_of(args.teacher)
+    variants = [(f"teacher {own.scheduler} {own.steps} steps, guidance {own.guidance:g}", None,
+                 {"steps": own.steps, "guidance": own.guidance, "scheduler": own.scheduler})]
     variants += [(f"student lcm {s} steps, guidance 1", "student", {"steps": int(s), "guidance": 1.0,
                                                                      "scheduler": "lcm"})
                  for s in args.student_steps.split(",")]
