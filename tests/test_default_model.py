@@ -77,3 +77,15 @@ def test_generate_with_no_model_argument_uses_the_default(tmp_path, capsys):
     with h5py.File(out) as handle:
         assert handle.attrs["model"] == "default"
         assert handle.attrs["model_id"] == json.loads((DEFAULT_MODEL_DIR / MANIFEST_FILE).read_text())["model_id"]
+
+
+def test_the_embedded_models_own_sampler_defaults_are_used_and_documented(capsys):
+    from histoaug.synthesis.model_source import sampler_defaults_of
+
+    own = sampler_defaults_of("default")
+    assert (own.steps, own.guidance, own.scheduler) == (10, 6.0, "dpmsolver++")  # its model card's setting
+    synth = histoaug.load_synthesizer("default", backend="torch", compile=False)
+    assert synth.model.sampler.guidance == 6.0
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "6 for the embedded model" in " ".join(capsys.readouterr().out.split())

@@ -58,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"sampler steps (default: the model's: {defaults.DEFAULT_STEPS}, "
                         f"{defaults.STUDENT_STEPS} for a distilled student)")
     parser.add_argument("--guidance", type=float, default=None,
-                        help=f"classifier-free guidance scale, 1 = off (default: the model's: "
-                        f"{defaults.DEFAULT_GUIDANCE}, 1 for a distilled student)")
+                        help=f"classifier-free guidance scale, 1 = off (default: the model's own: 6 for the "
+                        f"embedded model, {defaults.DEFAULT_GUIDANCE} for a model without sampler_defaults.json, 1 "
+                        "for a distilled student)")
     parser.add_argument("--scheduler", default=None,
                         help=f"{' | '.join(defaults.SCHEDULER_NAMES)} (default: the model's: "
                         f"{defaults.DEFAULT_SCHEDULER}, lcm for a distilled student)")
