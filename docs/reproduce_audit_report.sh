@@ -17,11 +17,12 @@ mkdir -p "$WORK"
 "$HISTOAUG" generate --n 1000 --out "$WORK/default_model.h5" --seed 0 --overwrite --quiet
 "$HISTOAUG" audit --synthetic "default model=$WORK/default_model.h5" --train sample:train --reference sample:valid \
   --out docs/audit_report --overwrite "$@"
-# The embedded model of 2026-12 was trained on the previous bundled sample (128 patches, in git
-# history), not on sample:train: AUDIT_ALSO_TRAIN=ROOT (a PCam root with train and valid splits)
-# audits the same file against that root too, into $WORK/audit_training_data (not committed).
-# For the model of 2026-12: mkdir -p P && for s in train valid test; do for p in x y; do
-#   f=camelyonpatch_level_2_split_${s}_${p}.h5; git show c61e7a9^:histoaug/sample_data/$f > P/$f; done; done
+# The current embedded model (from adfc74d on) was trained on sample:train, the audit above. The
+# previous one (adfc74d^) was trained on the previous bundled sample (128 patches, in git history):
+# AUDIT_ALSO_TRAIN=ROOT (a PCam root with train and valid splits) audits the same file against that
+# root too, into $WORK/audit_training_data (not committed). For the previous model, run this
+# script in a checkout of adfc74d^ with ROOT made by: mkdir -p P && for s in train valid test; do
+#   for p in x y; do f=camelyonpatch_level_2_split_${s}_${p}.h5; git show c61e7a9^:histoaug/sample_data/$f > P/$f; done; done
 if [ -n "${AUDIT_ALSO_TRAIN:-}" ]; then
   "$HISTOAUG" audit --synthetic "default model=$WORK/default_model.h5" --train "$AUDIT_ALSO_TRAIN:train" \
     --reference "$AUDIT_ALSO_TRAIN:valid" --out "$WORK/audit_training_data" --overwrite "$@"
