@@ -14,6 +14,10 @@ Workloads (20 DPM-Solver++ steps, guidance 2: both CFG halves run in one UNet ca
               references at SD shapes: timed for the first time, with their largest difference; and the
               embedded model's fastest uncompiled runtime with its norms swapped for the kernel
               (``TorchBackend.use_fused_norms``) against the same runtime without.
+``student``   a distilled few-step student (``histoaug distill``; ``--student DIR``) at 1, 2, 4 and 8 LCM steps,
+              guidance 1, against its teacher, the embedded model, at the teacher's own defaults (its
+              ``sampler_defaults.json``: 10 DPM-Solver++ steps, guidance 6); same runtime (torch fp16, CUDA-graphed),
+              batch, labels and seeds; patches/s and the speed-up over the teacher.
 ``compile``   (last; long: one compile per shape) diffusers with ``torch.compile(unet, mode="reduce-overhead")``
               (CUDA graphs through Inductor: the strongest stock configuration for a launch-bound UNet) and,
               with ``--aot``, histoaug's AOTInductor-compiled UNet.
@@ -700,6 +704,70 @@ def bench_fused_norms(settings: Settings, state: dict[str, Any], batch: int, dty
                 os.environ["TRITON_INTERPRET"] = interpreter
 
 
+# --- (c2) the distilled student against its teacher ----------------------------------------------
+
+STUDENT_STEPS = (1, 2, 4, 8)
+
+
+def bench_student(settings: Settings, student: Path | None, batch: int, dtype: torch.dtype) -> None:
+    """The teacher (embedded model) at its own sampler defaults, then the student at each step count, on one
+    runtime: what ``--fast``-style few-step generation gains on this device. The dry run, without a student,
+    runs the embedded model itself through the LCM sampler as a stand-in (code paths only, no quality)."""
+    import histoaug
+
+    device, name = settings.device, _dtype_name(dtype)
+    graphed = device.type == "cuda"
+    spec = f"torch:{name}" + (":graphs" if graphed else "")
+    stand_in = student is None and settings.dry_run
+    if student is None and not stand_in:
+        settings.run_case(Case("student", f"histoaug {spec} student", name, batch, 96, status="skipped",
+                               reason="no student model: pass --student DIR (a `histoaug distill` output)"),
+                          lambda case: None)
+        return
+    holder: dict[str, Any] = {}
+
+    def run(case: Case, source: str | Path, steps: int | None, guidance: float | None,
+            scheduler: str | None) -> None:
+        began = time.monotonic()
+        synth = histoaug.load_synthesizer(source, backend="torch", device=device, dtype=name, graphs=graphed)
+        defaults = synth.model.sampler
+        steps = defaults.steps if steps is None else steps
+        guidance = defaults.guidance if guidance is None else guidance
+        scheduler = defaults.scheduler if scheduler is None else scheduler
+        labels, seeds, prompt_ids = workload(synth.prompts, batch)
+        synth.prepare([batch], guidance=guidance, steps=steps)
+        case.setup_seconds = time.monotonic() - began
+        case.runtime_id = synth.runtime
+        case.extra.update(steps=steps, guidance=guidance, scheduler=scheduler, model=str(source))
+
+        def generate(n_steps: int) -> np.ndarray:
+            return synth.generate(labels, seeds, prompt_ids, steps=n_steps, guidance=guidance, scheduler=scheduler,
+                                  batch_size=batch)
+
+        generate(min(steps, 2))
+        _, times = time_runs(lambda: generate(steps), device, settings.repeats)
+        record_times(case, times, batch)
+        synth.close()
+
+    def teacher(case: Case) -> None:
+        run(case, "default", 2 if settings.dry_run else None, None, None)
+        holder["teacher"] = case.seconds_median
+
+    settings.run_case(Case("student", f"histoaug {spec} teacher (its defaults)", name, batch, 96), teacher)
+    for steps in STUDENT_STEPS:
+        def few_step(case: Case, steps=steps) -> None:
+            if stand_in:
+                case.extra["stand_in"] = "stand-in (dry run): the embedded model through the LCM sampler, not a student"
+                run(case, "default", steps, 1.0, "lcm")
+            else:
+                run(case, student, steps, None, None)
+            if holder.get("teacher"):
+                case.extra["speedup_vs_teacher"] = holder["teacher"] / case.seconds_median
+
+        settings.run_case(Case("student", f"histoaug {spec} student {steps} step{'s' if steps > 1 else ''}",
+                               name, batch, 96), few_step)
+
+
 # --- (d) compiled: diffusers torch.compile(reduce-overhead), histoaug AOTInductor -------------
 
 
@@ -798,7 +866,8 @@ def format_table(cases: list[Case]) -> str:
         lines.append(f"{c.workload:<15} {c.runtime:<48} {c.batch:>5} {fmt(c.patches_per_second, '9.1f')} "
                      f"{spread:>15} {fmt(c.speedup_vs_diffusers_eager, '7.2f')} "
                      f"{fmt(c.speedup_vs_diffusers_compiled, '6.2f')} {fmt(c.psnr_vs_diffusers_db, '5.1f')} "
-                     f"{same:>6} {fmt(c.unet_tflops, '9.2f')} {fmt(c.peak_memory_gib, '6.2f')}")
+                     f"{same:>6} {fmt(c.unet_tflops, '9.2f')} {fmt(c.peak_memory_gib, '6.2f')}"
+                     + (f"  {c.extra['speedup_vs_teacher']:.2f}x teacher" if "speedup_vs_teacher" in c.extra else ""))
     return "\n".join(lines)
 
 
@@ -807,8 +876,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     parser.add_argument("--dry-run", action="store_true",
                         help="CPU, tiny sizes, 2 steps: every code path but CUDA itself (CI runs it)")
-    parser.add_argument("--parts", default="embedded,sd15,kernels,compile",
-                        help="comma list of embedded, sd15, kernels, compile (in that order)")
+    parser.add_argument("--parts", default="embedded,sd15,student,kernels,compile",
+                        help="comma list of embedded, sd15, student, kernels, compile (in that order)")
+    parser.add_argument("--student", type=Path, default=None,
+                        help="the student part's model: a `histoaug distill` output dir (default: none; the dry "
+                             "run uses a stand-in)")
     parser.add_argument("--aot", action="store_true", help="with compile: histoaug's AOTInductor UNet too (slow)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (median, min, max); at least 5")
     parser.add_argument("--budget-s", type=float, default=float("inf"),
@@ -840,7 +912,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["bf16_matmul_peak_tflops"] = peak
     settings.save()
     parts = [p for p in args.parts.split(",") if p]
-    unknown = set(parts) - {"embedded", "sd15", "kernels", "compile"}
+    unknown = set(parts) - {"embedded", "sd15", "student", "kernels", "compile"}
     if unknown:
         raise SystemExit(f"unknown parts: {', '.join(sorted(unknown))}")
     dtypes = (torch.float32,) if dry else (torch.float16, torch.bfloat16)
@@ -851,6 +923,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bench_embedded(settings, batches, dtypes[:1], peak, graphs=True, state=state)
     if "sd15" in parts:
         bench_sd15(settings, ((32, 1), (32, 2)) if dry else ((512, 1), (96, 1), (96, 64)), peak, graphs=True)
+    if "student" in parts:
+        bench_student(settings, args.student, batches[0], dtypes[0])
     if "embedded" in parts:
         bench_embedded(settings, batches, dtypes[1:], peak, graphs=True, state=state)
     if "kernels" in parts:

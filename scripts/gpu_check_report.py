@@ -93,7 +93,9 @@ def table(bench: dict) -> str:
         same = "-" if c.get("identical_to_eager") is None else ("yes" if c["identical_to_eager"] else "NO")
         lines.append(f"{c['workload']:<15} {c['runtime']:<50} {c['batch']:>5} {fmt(c['patches_per_second'], '9.1f')} "
                      f"{fmt(c['seconds_median'], '9.4f')} {fmt(c['speedup_vs_diffusers_eager'], '7.2f')} "
-                     f"{fmt(c['speedup_vs_diffusers_compiled'], '6.2f')} {same:>6} {fmt(c['unet_tflops'], '9.2f')}")
+                     f"{fmt(c['speedup_vs_diffusers_compiled'], '6.2f')} {same:>6} {fmt(c['unet_tflops'], '9.2f')}"
+                     + (f"  {c['extra']['speedup_vs_teacher']:.2f}x teacher"
+                        if "speedup_vs_teacher" in (c.get("extra") or {}) else ""))
     return "\n".join(lines)
 
 

@@ -64,7 +64,9 @@ def test_dry_run_json_has_every_case_and_field(dry_run) -> None:
                 ("embedded", "histoaug torch:fp32:graphs", 2),
                 ("embedded", "diffusers fp32 sdpa + torch.compile(reduce-overhead)", 2),
                 ("embedded", "histoaug torch:fp32:fused-norms", 2),
-                ("kernels", "group_norm+silu 1x16x4x4", 1), ("kernels", "decode_postprocess 1x3x16x16->96", 1)}
+                ("kernels", "group_norm+silu 1x16x4x4", 1), ("kernels", "decode_postprocess 1x3x16x16->96", 1),
+                ("student", "histoaug torch:fp32 teacher (its defaults)", 2)}
+    expected |= {("student", f"histoaug torch:fp32 student {n} step{'s' if n > 1 else ''}", 2) for n in (1, 2, 4, 8)}
     for batch in (1, 2):
         expected |= {("sd15-unet-32", f"{r}", batch)
                      for r in ("diffusers fp32 sdpa", "histoaug torch:fp32", "histoaug torch:fp32:graphs")}
@@ -86,6 +88,9 @@ def test_dry_run_json_has_every_case_and_field(dry_run) -> None:
     fused = cases[("embedded", "histoaug torch:fp32:fused-norms", 2)]  # the torch reference on the CPU: identical
     assert fused["status"] == "ok" and fused["extra"]["psnr_vs_unfused_db"] == float("inf")
     assert fused["extra"]["swapped"]["resnet_blocks"] > 0 and fused["runtime_id"]["norms"].startswith("fused")
+    student = cases[("student", "histoaug torch:fp32 student 4 steps", 2)]  # no student here: the stand-in
+    assert student["status"] == "ok" and student["extra"]["scheduler"] == "lcm" and student["extra"]["steps"] == 4
+    assert student["extra"]["speedup_vs_teacher"] > 0 and "stand-in" in student["extra"]["stand_in"]
     sd = cases[("sd15-unet-32", "histoaug torch:fp32", 2)]
     assert sd["status"] == "ok" and sd["latents_relative_error_vs_diffusers"] < 1e-4
 
