@@ -1,6 +1,7 @@
 """GPU generation benchmark: histoaug's torch runtimes against diffusers in the same precision.
 
-Workloads (20 DPM-Solver++ steps, guidance 2: both CFG halves run in one UNet call, per-sample seeds):
+Workloads (20 DPM-Solver++ steps, guidance 2, no guidance rescale, on both sides: both CFG halves run in one UNet
+call, per-sample seeds):
 
 ``embedded``  the embedded model (96x96, ``histoaug.load_synthesizer("default")``) at batch 256 and 1024,
               fp16 and bf16: diffusers ``StableDiffusionPipeline`` eager (SDPA) vs histoaug torch eager and
@@ -433,7 +434,7 @@ def bench_embedded(settings: Settings, batches: tuple[int, ...], dtypes: tuple[t
 
                     def generate(n_steps: int) -> np.ndarray:
                         return synth.generate(labels, seeds, prompt_ids, steps=n_steps, guidance=GUIDANCE,
-                                              scheduler=SCHEDULER, batch_size=batch)
+                                              scheduler=SCHEDULER, batch_size=batch, guidance_rescale=0.0)
 
                     generate(2)
                     images, times = time_runs(lambda: generate(steps), device, settings.repeats)
@@ -676,7 +677,7 @@ def bench_fused_norms(settings: Settings, state: dict[str, Any], batch: int, dty
 
         def generate(n_steps: int) -> np.ndarray:
             return synth.generate(labels, seeds, prompt_ids, steps=n_steps, guidance=GUIDANCE, scheduler=SCHEDULER,
-                                  batch_size=batch)
+                                  batch_size=batch, guidance_rescale=0.0)
 
         generate(2)
         images, times = time_runs(lambda: generate(steps), device, settings.repeats)
@@ -822,7 +823,8 @@ def bench_compiled(settings: Settings, state: dict[str, Any], batches: tuple[int
                 case.runtime_id = synth.runtime
                 images, times = time_runs(lambda: synth.generate(labels, seeds, prompt_ids, steps=steps,
                                                                  guidance=GUIDANCE, scheduler=SCHEDULER,
-                                                                 batch_size=batch), device, settings.repeats)
+                                                                 batch_size=batch, guidance_rescale=0.0),
+                                          device, settings.repeats)
                 record_times(case, times, batch)
                 reference = state["reference"].get((name, batch))
                 if reference is not None:

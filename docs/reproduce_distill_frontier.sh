@@ -4,7 +4,7 @@
 # steps (guidance 1), same seeds and labels, measured three ways:
 #   - `histoaug eval` against the bundled sample's valid split, with the probe settings of the
 #     committed comparison report (docs/reproduce_paper_comparison.sh): Frechet distance and PRDC
-#     in stain-texture features, label fidelity, synthetic-only AUC;
+#     in stain-texture features, label fidelity, synthetic-only AUC (the mixed arms are left out);
 #   - benchmarks/distill_two_sample.py: a probe telling the teacher's patches from each student's
 #     (and, as the reference, from the teacher's own patches on other seeds);
 #   - patches/s of each generation run (eager torch fp32 here: ratios within one run; the speed
@@ -36,8 +36,9 @@ done
 if [ "${QUICK:-0}" = 1 ]; then
   PROBE=(--quick)
 else
+  # the report's probe settings; the downstream arms the frontier needs: real and synthetic only
   PROBE=(--test-split valid --features stain-texture --epochs 5 --min-steps 100 --batch-size 16 --seeds 3 \
-         --folds 2 --real-fractions 0.1)
+         --folds 2 --ratios '')
 fi
 "$HISTOAUG" eval --real sample "${PROBE[@]}" \
   --synthetic "teacher 10 steps=$WORK/teacher.h5" \

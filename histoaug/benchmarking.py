@@ -115,7 +115,7 @@ class DiffusersBaseline:
         self.pipe.scheduler = make_scheduler(scheduler, self.pipe.scheduler.config)
         self.pipe.set_progress_bar_config(disable=True)
 
-    def run(self, batch: int, steps: int, guidance: float) -> tuple[np.ndarray, float]:
+    def run(self, batch: int, steps: int, guidance: float, guidance_rescale: float = 0.0) -> tuple[np.ndarray, float]:
         """(uint8 patches, seconds) for the ``workload`` batch."""
         _, seeds, prompt_ids = workload(self.model_dir, batch)
         texts = [self.model.prompts[i].text for i in prompt_ids]
@@ -123,7 +123,7 @@ class DiffusersBaseline:
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         start = time.perf_counter()
         images = self.pipe(texts, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
-                           generator=generators, output_type="np").images
+                           guidance_rescale=guidance_rescale, generator=generators, output_type="np").images
         seconds = time.perf_counter() - start
         if size != 96:
             from histoaug.synthesis.postprocess import to_uint8_patches
@@ -133,11 +133,11 @@ class DiffusersBaseline:
 
 
 def run_diffusers(model_dir: Path, batch: int, steps: int, guidance: float, scheduler: str,
-                  repeats: int = 1) -> tuple[np.ndarray, float]:
+                  repeats: int = 1, guidance_rescale: float = 0.0) -> tuple[np.ndarray, float]:
     """The baseline on one batch: (patches, best seconds of ``repeats`` after a warm-up call)."""
     baseline = DiffusersBaseline(model_dir, scheduler)
-    baseline.run(batch, 2, guidance)
-    runs = [baseline.run(batch, steps, guidance) for _ in range(repeats)]
+    baseline.run(batch, 2, guidance, guidance_rescale)
+    runs = [baseline.run(batch, steps, guidance, guidance_rescale) for _ in range(repeats)]
     return runs[-1][0], min(seconds for _, seconds in runs)
 
 
@@ -240,6 +240,7 @@ class BenchConfig:
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     scheduler: str = DEFAULT_SCHEDULER
+    guidance_rescale: float = 0.0  # both sides: histoaug's sampler and diffusers' guidance_rescale
     baseline: bool = True
     repeats: int = 1
     device: str = "cpu"
@@ -290,7 +291,8 @@ def run_benchmark(config: BenchConfig) -> dict:
                 "bf16": matmul_ceiling(torch.bfloat16, device=config.device)}
     report: dict = {"model": str(model), "unet_gflop_per_sample_eval": flops / 1e9,
                     "decoder_gflop_per_sample": decoder_flops / 1e9, "steps": config.steps,
-                    "guidance": config.guidance, "scheduler": config.scheduler, "threads": torch.get_num_threads(),
+                    "guidance": config.guidance, "guidance_rescale": config.guidance_rescale,
+                    "scheduler": config.scheduler, "threads": torch.get_num_threads(),
                     "repeats": config.repeats, "device": config.device, "matmul_ceiling_gflops": ceilings,
                     "results": []}
 
@@ -304,19 +306,21 @@ def run_benchmark(config: BenchConfig) -> dict:
     for batch in config.batches:
         # warm-up at this batch shape, untimed: compile / engine build (prepare), then first-call costs
         if baseline is not None:
-            baseline.run(batch, 2, config.guidance)
+            baseline.run(batch, 2, config.guidance, config.guidance_rescale)
         for synth in synths.values():
             synth.prepare([batch], config.guidance)
-            run_histoaug(synth, model, batch, 2, config.guidance, config.scheduler)
+            run_histoaug(synth, model, batch, 2, config.guidance, config.scheduler,
+                         guidance_rescale=config.guidance_rescale)
         best: dict[str, float] = {}
         images: dict[str, np.ndarray] = {}
         for _ in range(config.repeats):
             if baseline is not None:
-                out, seconds = baseline.run(batch, config.steps, config.guidance)
+                out, seconds = baseline.run(batch, config.steps, config.guidance, config.guidance_rescale)
                 best[BASELINE] = min(best.get(BASELINE, float("inf")), seconds)
                 images[BASELINE] = out
             for label, synth in synths.items():
-                out, seconds = run_histoaug(synth, model, batch, config.steps, config.guidance, config.scheduler)
+                out, seconds = run_histoaug(synth, model, batch, config.steps, config.guidance, config.scheduler,
+                                            guidance_rescale=config.guidance_rescale)
                 best[label] = min(best.get(label, float("inf")), seconds)
                 images[label] = out
         for label, seconds in best.items():
@@ -354,7 +358,8 @@ def best_batch_summary(rows: list[dict]) -> list[dict]:
 def format_report(report: dict) -> str:
     lines = [
         f"model {report['model']}: UNet {report['unet_gflop_per_sample_eval']:.3f} GFLOP per sample and step; "
-        f"{report['steps']} {report['scheduler']} steps, guidance {report['guidance']}, "
+        f"{report['steps']} {report['scheduler']} steps, guidance {report['guidance']}"
+        + (f" (rescale {report['guidance_rescale']})" if report.get("guidance_rescale") else "") + ", "
         f"{report['threads']} threads; VAE decode {report.get('decoder_gflop_per_sample', 0):.3f} GFLOP per patch",
         "matmul ceilings: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s".format(**report["matmul_ceiling_gflops"]),
         f"{'runtime':<42} {'batch':>5} {'patches/s':>10} {'speedup':>8} {'PSNR dB':>8} {'maxdiff':>7} "

@@ -83,9 +83,10 @@ def test_the_embedded_models_own_sampler_defaults_are_used_and_documented(capsys
     from histoaug.synthesis.model_source import sampler_defaults_of
 
     own = sampler_defaults_of("default")
-    assert (own.steps, own.guidance, own.scheduler) == (10, 6.0, "dpmsolver++")  # its model card's setting
+    assert (own.steps, own.guidance, own.scheduler, own.guidance_rescale) == (10, 6.0, "dpmsolver++", 0.5)  # model card
     synth = histoaug.load_synthesizer("default", backend="torch", compile=False)
     assert synth.model.sampler.guidance == 6.0
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
-    assert "6 for the embedded model" in " ".join(capsys.readouterr().out.split())
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "6 for the embedded model" in help_text and "0.5 for the embedded model" in help_text

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "a distilled student)")
     parser.add_argument("--scheduler", default=None,
                         help=f"default: the model's; {DEFAULT_SCHEDULER} unless it is a distilled student (lcm)")
+    parser.add_argument("--guidance-rescale", type=float, default=None,
+                        help="guidance rescale in [0, 1], on both sides (diffusers' guidance_rescale) (default: the "
+                        "model's; 0 unless its sampler_defaults.json says otherwise)")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats (best is kept)")
     parser.add_argument("--no-baseline", action="store_true", help="skip diffusers StableDiffusionPipeline")
     parser.add_argument("--determinism", action="store_true",
@@ -61,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
         from histoaug.synthesis.model_source import sampler_defaults_of
 
         model_defaults = sampler_defaults_of(args.model)  # a distilled student: lcm, its steps, guidance 1
-    for name in ("steps", "guidance", "scheduler"):
+    for name in ("steps", "guidance", "scheduler", "guidance_rescale"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(model_defaults, name))
-    SamplerSettings(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)  # validate early
+    SamplerSettings(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
+                    guidance_rescale=args.guidance_rescale)  # validate early
     if args.repeats <= 0:
         raise InvalidArgumentError("--repeats must be positive")
     from histoaug.synthesis.backends.selection import resolve_device
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(model=None if args.preset else args.model, preset=args.preset or "small",
                          workdir=args.workdir, backends=backends,
                          batches=_ints(args.batch), steps=args.steps, guidance=args.guidance,
-                         scheduler=args.scheduler, baseline=not args.no_baseline, repeats=args.repeats,
+                         scheduler=args.scheduler, guidance_rescale=args.guidance_rescale,
+                         baseline=not args.no_baseline, repeats=args.repeats,
                          device=device)
     report = run_benchmark(config)
     print(format_report(report))

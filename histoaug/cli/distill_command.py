@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         flags.ConfigFlag("--max-grad-norm", "gradient clipping, 0 = off", float),
         flags.ConfigFlag("--guidance", "the teacher's classifier-free guidance scale folded into the student "
                          "(default: the teacher's own default guidance, e.g. 6 for the embedded model)", float),
+        flags.ConfigFlag("--guidance-rescale", "the teacher's guidance rescale in [0, 1] folded in with it (default: "
+                         "the teacher's own, e.g. 0.5 for the embedded model)", float),
         flags.ConfigFlag("--solver-steps", "DDIM skipping-step grid of the teacher's solver (LCM's N)", int),
         flags.ConfigFlag("--student-steps", "sampler steps recorded as the student's default", int),
         flags.ConfigFlag("--ema-decay", "EMA decay of the target network", float),

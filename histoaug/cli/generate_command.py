@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--n", type=int, required=True, help="number of patches")
     parser.add_argument("--out", type=Path, required=True, help="output .h5 file (pcam) or folder (png)")
-    parser.add_argument("--model", default="default", help="'default', a diffusers pipeline dir or an artifact dir")
+    parser.add_argument("--model", default="default", help="'default' (the embedded model), 'default-fast' (its few-step "
+                        "student), a diffusers pipeline dir or an artifact dir")
     parser.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: best available)")
     parser.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"),
@@ -50,9 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fast mode, approximate, torch backend: the whole UNet every N steps only, its deep "
                         "features reused in between (default 1 = off)")
     parser.add_argument("--fast", action="store_true",
-                        help=f"fast mode: --deep-cache {defaults.FAST_DEEP_CACHE} --guidance-until "
-                        f"{defaults.FAST_GUIDANCE_UNTIL} unless given (an approximation; speed, PSNR and label "
-                        "fidelity in docs/synthesis.md)")
+                        help="fast mode. On the embedded model (--model default): its distilled few-step student "
+                        "(= --model default-fast). On other models, or with --deep-cache / --guidance-until given: "
+                        f"--deep-cache {defaults.FAST_DEEP_CACHE} --guidance-until {defaults.FAST_GUIDANCE_UNTIL} "
+                        "unless given (an approximation; speed, PSNR and label fidelity in docs/synthesis.md)")
     parser.add_argument("--batch-size", type=int, default=32, help="patches per model call (fixes the batch layout)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"sampler steps (default: the model's: {defaults.DEFAULT_STEPS}, "
@@ -61,6 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"classifier-free guidance scale, 1 = off (default: the model's own: 6 for the "
                         f"embedded model, {defaults.DEFAULT_GUIDANCE} for a model without sampler_defaults.json, 1 "
                         "for a distilled student)")
+    parser.add_argument("--guidance-rescale", type=float, default=None,
+                        help="in [0, 1]: after guidance, the noise prediction is pulled back to the cond "
+                        "prediction's scale by this fraction (diffusers' guidance_rescale; 0 = plain guidance; "
+                        "default: the model's own: 0.5 for the embedded model, 0 otherwise)")
     parser.add_argument("--scheduler", default=None,
                         help=f"{' | '.join(defaults.SCHEDULER_NAMES)} (default: the model's: "
                         f"{defaults.DEFAULT_SCHEDULER}, lcm for a distilled student)")
@@ -95,6 +101,18 @@ def _fast_option(given, fast: bool, fast_value, exact_value):
     if given is not None:
         return given
     return fast_value if fast else exact_value
+
+
+def _resolve_fast_model(args: argparse.Namespace) -> None:
+    """``--fast`` on the embedded model is its distilled few-step student (``--model default-fast``),
+    which measured faster than deep cache at equal label fidelity (benchmarks/RESULTS.md, issue 27);
+    with --deep-cache / --guidance-until given, or on any other model, it stays the deep-cache preset."""
+    from histoaug.synthesis.model_source import DEFAULT_FAST_SOURCE, DEFAULT_SOURCE, DEFAULT_STUDENT_DIR
+
+    if (args.fast and str(args.model) == DEFAULT_SOURCE and args.deep_cache is None and args.guidance_until is None
+            and DEFAULT_STUDENT_DIR.is_dir()):
+        args.model, args.fast = DEFAULT_FAST_SOURCE, False
+        logger.warning("--fast on the embedded model: its few-step student (--model %s)", DEFAULT_FAST_SOURCE)
 
 
 def _check_output(args: argparse.Namespace) -> None:
@@ -146,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     from histoaug.synthesis.model_source import sampler_defaults_of
     from histoaug.synthesis.synthesizer import load_synthesizer
 
+    _resolve_fast_model(args)
     model_defaults = sampler_defaults_of(args.model)  # a distilled student's LCM, 4 steps, guidance 1
     settings = GenerationSettings(
         n=args.n, seed=args.seed, batch_size=args.batch_size,
@@ -155,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         fraction_tumour=parse_label_spec(args.labels), prompt_ids=_prompt_ids(args.prompts),
         guidance_until=_fast_option(args.guidance_until, args.fast, defaults.FAST_GUIDANCE_UNTIL, 1.0),
         deep_cache=_fast_option(args.deep_cache, args.fast, defaults.FAST_DEEP_CACHE, 1),
+        guidance_rescale=model_defaults.guidance_rescale if args.guidance_rescale is None else args.guidance_rescale,
     )
     _check_output(args)
     backend, dtype, compile = args.backend, args.dtype, args.compile
@@ -187,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         "guidance": settings.guidance,
         "guidance_until": settings.guidance_until,
         "deep_cache": settings.deep_cache,
+        "guidance_rescale": settings.guidance_rescale,
         "seed": settings.seed,
         "labels": args.labels,
         "prompts": args.prompts,

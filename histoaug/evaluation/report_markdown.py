@@ -119,8 +119,9 @@ def render_markdown(metrics: dict[str, Any]) -> str:
              "each):", ""]
     for entry in metrics["synthetic_sets"]:
         provenance = entry["provenance"]
-        source = ", ".join(f"{key} {provenance[key]}" for key in ("model", "prompts", "steps", "guidance", "seed")
-                           if key in provenance)
+        keys = ("model", "prompts", "steps", "guidance", "guidance_rescale", "seed")
+        source = ", ".join(f"{key.replace('_', ' ')} {provenance[key]}" for key in keys if key in provenance
+                           and not (key == "guidance_rescale" and float(provenance[key]) == 0.0))
         lines.append(f"- **{entry['name']}**: `{entry['path']}`, {entry['items']} patches "
                      f"(label 0: {entry['labels']['0']}, label 1: {entry['labels']['1']})"
                      + (f"; {source}" if source else ""))

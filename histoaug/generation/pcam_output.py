@@ -69,6 +69,7 @@ def generate_block(source: PatchSource, settings: GenerationSettings, assignment
         batch_size=settings.batch_size,
         guidance_until=settings.guidance_until,
         deep_cache=settings.deep_cache,
+        guidance_rescale=settings.guidance_rescale,
     )
 
 

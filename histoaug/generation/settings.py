@@ -7,7 +7,13 @@ import json
 from dataclasses import asdict, dataclass
 
 from histoaug.errors import InvalidArgumentError
-from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS, SCHEDULER_NAMES
+from histoaug.synthesis.defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_GUIDANCE_RESCALE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    SCHEDULER_NAMES,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class GenerationSettings:
     prompt_ids: tuple[int, ...] | None = None
     guidance_until: float = 1.0  # fast mode: CFG over this first fraction of the steps only
     deep_cache: int = 1  # fast mode: the whole UNet every deep_cache steps, deep features reused between
+    guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE  # the guided prediction pulled back to the cond's scale
 
     def __post_init__(self) -> None:
         if self.n <= 0:
@@ -41,6 +48,8 @@ class GenerationSettings:
             raise InvalidArgumentError(f"--guidance must be >= 1, got {self.guidance}")
         if not 0.0 < self.guidance_until <= 1.0:
             raise InvalidArgumentError(f"--guidance-until must be in (0, 1], got {self.guidance_until}")
+        if not 0.0 <= self.guidance_rescale <= 1.0:
+            raise InvalidArgumentError(f"--guidance-rescale must be in [0, 1], got {self.guidance_rescale}")
         if self.deep_cache < 1:
             raise InvalidArgumentError(f"--deep-cache must be >= 1 (1 = off), got {self.deep_cache}")
         if self.seed < 0:
@@ -59,8 +68,8 @@ class GenerationSettings:
         resumes only under the same one, since another backend, dtype, compile setting or device
         rounds differently and the file would no longer equal an uninterrupted run."""
         fields = asdict(self)
-        for name, exact in (("guidance_until", 1.0), ("deep_cache", 1)):
-            if fields[name] == exact:  # exact sampling: the same fingerprint as runs written before fast mode
+        for name, exact in (("guidance_until", 1.0), ("deep_cache", 1), ("guidance_rescale", 0.0)):
+            if fields[name] == exact:  # the same fingerprint as runs written before these settings existed
                 del fields[name]
         payload = json.dumps({"model": model_id, "runtime": runtime, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()

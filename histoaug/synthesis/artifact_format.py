@@ -209,17 +209,22 @@ def read_sampler_defaults(root: Path) -> ModelSamplerDefaults:
         if data.get("format") != SAMPLER_DEFAULTS_FORMAT:
             raise ValueError(f"format is not {SAMPLER_DEFAULTS_FORMAT}")
         steps, guidance, scheduler = data["steps"], float(data["guidance"]), str(data["scheduler"])
+        rescale = float(data.get("guidance_rescale", 0.0))  # optional: files written before it existed
         if not isinstance(steps, int) or steps < 1 or not guidance >= 1.0 or scheduler not in SCHEDULER_NAMES:
             raise ValueError(f"steps {steps!r}, guidance {guidance!r}, scheduler {scheduler!r}")
+        if not 0.0 <= rescale <= 1.0:
+            raise ValueError(f"guidance_rescale {rescale!r} is not in [0, 1]")
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: invalid sampler defaults ({exc})") from exc
-    return ModelSamplerDefaults(steps, guidance, scheduler)
+    return ModelSamplerDefaults(steps, guidance, scheduler, rescale)
 
 
 def write_sampler_defaults(root: Path, defaults: ModelSamplerDefaults) -> None:
     """Record the model's sampler defaults (atomically), read back by :func:`read_sampler_defaults`."""
     payload = {"format": SAMPLER_DEFAULTS_FORMAT, "steps": defaults.steps, "guidance": defaults.guidance,
                "scheduler": defaults.scheduler}
+    if defaults.guidance_rescale:  # absent = 0: files stay as they were for models without it
+        payload["guidance_rescale"] = defaults.guidance_rescale
     write_text(root / SAMPLER_DEFAULTS_FILE, json.dumps(payload, indent=2) + "\n")
 
 

@@ -7,13 +7,17 @@ to build its ``--help``.
 A model dir may carry its own defaults (``sampler_defaults.json``, or an ``LCMScheduler``
 scheduler config, as ``histoaug distill`` writes): :class:`ModelSamplerDefaults` holds them, and
 ``generate`` / ``SyntheticPCam`` / the CLI use them when the user passes no ``steps`` /
-``guidance`` / ``scheduler``; explicit values always win.
+``guidance`` / ``scheduler`` / ``guidance_rescale``; explicit values always win.
 """
 
 from dataclasses import dataclass
 
 DEFAULT_STEPS = 10  # DPM-Solver++(2M); large SD fine-tunes may want 20-25
 DEFAULT_GUIDANCE = 2.0
+# Guidance rescale (Lin et al. 2023, section 3.4; diffusers' ``guidance_rescale``): after CFG, the
+# guided noise prediction is pulled back towards the cond prediction's standard deviation by this
+# fraction. 0 = plain CFG. A model may ask for more (the embedded model: 0.5, its model card).
+DEFAULT_GUIDANCE_RESCALE = 0.0
 DEFAULT_SCHEDULER = "dpmsolver++"
 SCHEDULER_NAMES = ("dpmsolver++", "ddim", "euler", "lcm")  # lcm: for consistency-distilled students only
 
@@ -31,6 +35,7 @@ class ModelSamplerDefaults:
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     scheduler: str = DEFAULT_SCHEDULER
+    guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE
 
 # Fast mode (``generate(..., fast=True)``, ``histoaug generate --fast``): approximations chosen
 # knowingly; speed, PSNR and label fidelity per variant are in benchmarks/RESULTS.md ("Fast on CPU

@@ -39,21 +39,38 @@ logger = logging.getLogger(__name__)
 DEFAULT_SOURCE = "default"
 # The embedded default model: an exported artifact shipped inside the package (see its MODEL_CARD.md).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_model"
+# Its few-step student (``histoaug distill`` of it, exported; see its MODEL_CARD.md): the fast path
+# (``histoaug generate --fast`` on the default model).
+DEFAULT_FAST_SOURCE = "default-fast"
+DEFAULT_STUDENT_DIR = Path(__file__).resolve().parents[1] / "default_student"
+
+
+def _embedded(root: Path, what: str) -> Path:
+    if not is_artifact(root):
+        raise ArtifactError(
+            f"the embedded {what} is missing from this installation ({root} has no "
+            f"{MANIFEST_FILE}); reinstall histoaug, or pass a model or artifact dir"
+        )
+    return root
 
 
 def default_model_dir() -> Path:
     """Where the embedded default model lives (an artifact dir, verified on load like any other)."""
-    if not is_artifact(DEFAULT_MODEL_DIR):
-        raise ArtifactError(
-            f"the embedded default model is missing from this installation ({DEFAULT_MODEL_DIR} has no "
-            f"{MANIFEST_FILE}); reinstall histoaug, or pass a model or artifact dir"
-        )
-    return DEFAULT_MODEL_DIR
+    return _embedded(DEFAULT_MODEL_DIR, "default model")
+
+
+def default_student_dir() -> Path:
+    """Where the embedded model's distilled few-step student lives (``"default-fast"``)."""
+    return _embedded(DEFAULT_STUDENT_DIR, "fast model (the default model's few-step student)")
 
 
 def resolve_source(source: str | Path) -> Path:
-    """``"default"`` -> the embedded model's dir; anything else -> ``Path(source)``."""
-    return default_model_dir() if str(source) == DEFAULT_SOURCE else Path(source)
+    """``"default"`` -> the embedded model's dir, ``"default-fast"`` -> its student's; else ``Path(source)``."""
+    if str(source) == DEFAULT_SOURCE:
+        return default_model_dir()
+    if str(source) == DEFAULT_FAST_SOURCE:
+        return default_student_dir()
+    return Path(source)
 
 
 @dataclass(frozen=True, kw_only=True)

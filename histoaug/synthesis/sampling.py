@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from histoaug.errors import ArtifactError, InvalidArgumentError
-from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS
 from histoaug.synthesis.postprocess import PATCH_SIZE, to_uint8_patches
 from histoaug.synthesis.schedulers import SCHEDULER_NAMES, make_scheduler
 
@@ -62,6 +62,8 @@ class SamplerSettings:
     the steps only; the later, low-noise steps use the cond prediction alone, at half the UNet batch.
     ``deep_cache``: the whole UNet runs every ``deep_cache`` steps only; the steps in between reuse
     its deep feature and run the shallow branch (``histoaug.synthesis.deep_cache``; torch backend).
+
+    ``guidance_rescale`` (not an approximation, a different sampler): see :func:`guided_noise`.
     """
 
     steps: int = DEFAULT_STEPS
@@ -69,6 +71,7 @@ class SamplerSettings:
     scheduler: str = DEFAULT_SCHEDULER
     guidance_until: float = 1.0
     deep_cache: int = 1
+    guidance_rescale: float = DEFAULT_GUIDANCE_RESCALE
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps <= 0:
@@ -77,6 +80,7 @@ class SamplerSettings:
             raise InvalidArgumentError(f"guidance must be a finite number >= 1, got {self.guidance!r}")
         if not 0.0 < self.guidance_until <= 1.0:
             raise InvalidArgumentError(f"guidance_until must be in (0, 1], got {self.guidance_until!r}")
+        check_guidance_rescale(self.guidance_rescale)
         if not isinstance(self.deep_cache, int) or self.deep_cache < 1:
             raise InvalidArgumentError(f"deep_cache must be a positive integer (1 = off), got {self.deep_cache!r}")
         if self.scheduler not in SCHEDULER_NAMES:
@@ -97,6 +101,29 @@ class SamplerSettings:
     def unet_batch_factors(self) -> set[int]:
         """UNet batch / patch batch over the run: 2 for guided steps, 1 for unguided ones."""
         return {2 if step < self.guided_steps else 1 for step in range(self.steps)}
+
+
+def check_guidance_rescale(value: float, option: str = "guidance_rescale") -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise InvalidArgumentError(f"{option} must be a number in [0, 1], got {value!r}")
+
+
+def guided_noise(uncond: torch.Tensor, cond: torch.Tensor, guidance: float, rescale: float = 0.0) -> torch.Tensor:
+    """Classifier-free guidance, then (``rescale`` > 0) diffusers' ``rescale_noise_cfg``: each sample's
+    guided prediction is scaled back to the cond prediction's standard deviation by the fraction
+    ``rescale``. A high guidance inflates that deviation, which shows as over-saturated stain (in
+    histoaug's stain-texture features: a larger Frechet distance, measured in the model card); the
+    rescale keeps the label signal of the high guidance with the cond prediction's scale. Shared by
+    the sampler and ``histoaug distill``'s teacher, so a student learns the teacher's own sampler."""
+    guided = uncond + guidance * (cond - uncond)
+    if rescale == 0.0:
+        return guided
+    # diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion.rescale_noise_cfg, written out: importing
+    # that module pulls in transformers (seconds, and warnings) on paths that need neither; a test checks the two
+    # agree
+    dims = list(range(1, guided.ndim))
+    rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return rescale * rescaled + (1 - rescale) * guided
 
 
 def denoise(backend: Backend, scheduler_config: dict[str, Any], noise: torch.Tensor, cond: torch.Tensor,
@@ -139,7 +166,7 @@ def denoise(backend: Backend, scheduler_config: dict[str, Any], noise: torch.Ten
             eps, feature = backend.predict_noise_full(model_input, timesteps, embeddings)
         if guided:
             eps_uncond, eps_cond = eps.chunk(2)
-            eps = eps_uncond + settings.guidance * (eps_cond - eps_uncond)
+            eps = guided_noise(eps_uncond, eps_cond, settings.guidance, settings.guidance_rescale)
         if stochastic:
             latents = scheduler.step(eps, t, latents, generator=step_generators, return_dict=False)[0]
         else:

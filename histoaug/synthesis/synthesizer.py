@@ -133,7 +133,7 @@ class Synthesizer:
     def generate(self, labels, seeds, prompt_ids=None, *, steps: int | None = None,
                  guidance: float | None = None, scheduler: str | None = None, batch_size: int | None = None,
                  progress: bool = False, guidance_until: float | None = None, deep_cache: int | None = None,
-                 fast: bool = False) -> np.ndarray:
+                 fast: bool = False, guidance_rescale: float | None = None) -> np.ndarray:
         """Patches for ``labels[i]`` from ``seeds[i]`` (and ``prompt_ids[i]``, else a prompt of the
         label chosen from the seed), in batches of ``batch_size`` (default: the Synthesizer's, 32
         unless given to ``load_synthesizer``) in input order.
@@ -149,19 +149,24 @@ class Synthesizer:
         ``fast=True`` sets those not given to the fast preset (``FAST_GUIDANCE_UNTIL`` = 1.0, i.e. guidance
         on every step, and ``FAST_DEEP_CACHE`` = 2); both default to exact.
 
-        ``steps`` / ``guidance`` / ``scheduler`` left at None take the model's defaults
-        (``self.model.sampler``: the product's, or a distilled student's LCM at 4 steps, guidance 1)."""
+        ``steps`` / ``guidance`` / ``scheduler`` / ``guidance_rescale`` left at None take the model's
+        defaults (``self.model.sampler``: the product's, the model's own ``sampler_defaults.json``, or a
+        distilled student's LCM at 4 steps, guidance 1). ``guidance_rescale`` in [0, 1]: the guided noise
+        prediction pulled back to the cond prediction's scale by that fraction
+        (``histoaug.synthesis.sampling.guided_noise``; diffusers' ``guidance_rescale``)."""
         request = build_request(self.prompts, labels, seeds, prompt_ids)
         defaults = self.model.sampler
         steps = defaults.steps if steps is None else steps
         guidance = defaults.guidance if guidance is None else guidance
         scheduler = defaults.scheduler if scheduler is None else scheduler
+        guidance_rescale = defaults.guidance_rescale if guidance_rescale is None else guidance_rescale
         if guidance_until is None:
             guidance_until = FAST_GUIDANCE_UNTIL if fast else 1.0
         if deep_cache is None:
             deep_cache = FAST_DEEP_CACHE if fast else 1
         settings = SamplerSettings(steps=steps, guidance=float(guidance), scheduler=scheduler,
-                                   guidance_until=guidance_until, deep_cache=deep_cache)
+                                   guidance_until=guidance_until, deep_cache=deep_cache,
+                                   guidance_rescale=guidance_rescale)
         n = len(request)
         batch_size = self.batch_size if batch_size is None else _positive_batch(batch_size)
         padded = self.compiled

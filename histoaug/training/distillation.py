@@ -12,7 +12,8 @@ is the reference):
 * ``x_t = add_noise(z, noise, t_n)``; the student's prediction ``f(x_t, t_n)`` with LCM's
   boundary-condition scalings (``c_skip * x_t + c_out * x0``, ``LCMScheduler``'s own scalings);
 * the frozen teacher's classifier-free-guided prediction at the fixed scale ``guidance`` (cond
-  and uncond in one call) and one DDIM step (diffusers' ``DDIMScheduler``, eta 0) to ``t_n - k``;
+  and uncond in one call; with the teacher's ``guidance_rescale``, as its sampler applies it) and
+  one DDIM step (diffusers' ``DDIMScheduler``, eta 0) to ``t_n - k``;
 * the target network (an EMA of the student, not trained) predicts ``f(x_{t-k}, t_n - k)``;
   the loss is the Huber (or L2) distance between the two.
 
@@ -53,6 +54,7 @@ from histoaug.prompts import PROMPTS_FILE, PromptBank
 from histoaug.synthesis.artifact_format import model_id_of, read_sampler_defaults, write_sampler_defaults
 from histoaug.synthesis.defaults import STUDENT_GUIDANCE, STUDENT_SCHEDULER, ModelSamplerDefaults
 from histoaug.synthesis.model_source import resolve_source
+from histoaug.synthesis.sampling import check_guidance_rescale, guided_noise
 from histoaug.training.base_model import BaseModelError, load_base_pipeline
 from histoaug.training.batches import DISTILL_STREAM, PROMPT_STREAM, BatchPlan, augment, sample_generator
 from histoaug.training.checkpoints import TrainingState, load_checkpoint, save_checkpoint
@@ -218,9 +220,13 @@ def distill(config: DistillConfig, *, command: list[str] | None = None) -> Disti
     out = Path(config.out).expanduser()
 
     root = teacher_dir(config.base)
+    teacher_defaults = read_sampler_defaults(root)
     if config.guidance is None:  # fold in the guidance the teacher samples at by default
-        config = replace(config, guidance=read_sampler_defaults(root).guidance)
+        config = replace(config, guidance=teacher_defaults.guidance)
         logger.info("folding in the teacher's default guidance %g", config.guidance)
+    if config.guidance_rescale is None:
+        config = replace(config, guidance_rescale=teacher_defaults.guidance_rescale)
+    check_guidance_rescale(config.guidance_rescale, "--guidance-rescale")
     bank = PromptBank.load(root / PROMPTS_FILE)
     dataset = open_split(config.data, config.split)
     prompt_ids, prompts_hash = _prompt_assignment(config, bank, dataset)
@@ -417,7 +423,7 @@ def _distill_loss(student, posterior: dict[str, torch.Tensor], prompt_ids: np.nd
             guided = ctx.teacher(torch.cat([noisy, noisy]).to(ctx.weight_dtype), torch.cat([start_d, start_d]),
                                  encoder_hidden_states=torch.cat([uncond, cond]).to(ctx.weight_dtype)).sample.float()
         out_uncond, out_cond = guided.chunk(2)
-        teacher_output = out_uncond + config.guidance * (out_cond - out_uncond)
+        teacher_output = guided_noise(out_uncond, out_cond, config.guidance, config.guidance_rescale)
         solved = torch.cat([ctx.solver.step(teacher_output[i:i + 1], int(start[i]), noisy[i:i + 1]).prev_sample
                             for i in range(noisy.shape[0])])
         with accelerator.autocast():

@@ -169,9 +169,10 @@ class DistillConfig(TrainingRunConfig):
     """Everything that defines a consistency-distillation run (``histoaug distill`` flags map 1:1).
 
     ``base`` is the teacher (a model dir, or ``default``); the student starts as its copy.
-    Guidance is folded in at the fixed scale ``guidance`` (None: the teacher's own default guidance,
-    from its ``sampler_defaults.json``): the teacher's classifier-free-guided prediction is the
-    target, and the student (no w-embedding) samples at guidance 1.
+    Guidance is folded in at the fixed scale ``guidance`` and rescale ``guidance_rescale`` (None:
+    the teacher's own defaults, from its ``sampler_defaults.json``): the teacher's
+    classifier-free-guided prediction, as its sampler computes it, is the target, and the student
+    (no w-embedding) samples at guidance 1.
     """
 
     base: str = "default"
@@ -185,6 +186,7 @@ class DistillConfig(TrainingRunConfig):
     weight_decay: float = 1e-2
     adam_eps: float = 1e-8
     guidance: float | None = None  # the teacher's CFG scale folded in; None: the teacher's own default
+    guidance_rescale: float | None = None  # the teacher's guidance rescale folded in; None: its own default
     solver_steps: int = 50  # DDIM skipping-step grid over the training timesteps (LCM's N)
     student_steps: int = 4  # sampler default recorded in the output
     ema_decay: float = 0.95  # the target network: EMA of the student
