@@ -1,5 +1,5 @@
 """Patches/s of a distilled student (LCM, 1/2/4/8 steps, guidance 1) vs its teacher at the teacher's
-own default settings (the embedded model: DPM-Solver++ 10 steps, guidance 6), same backend, process,
+own default settings (the embedded model: DPM-Solver++ 10 steps, guidance 6, rescale 0.5), same backend, process,
 seeds and batch; interleaved, best of ``--rounds``. Prints JSON.
 
     .venv/bin/python benchmarks/distill_speed.py --student runs/student --student-onnx runs/student-onnx \\
@@ -47,8 +47,10 @@ def main() -> None:
     if args.compiled:
         setups.append(("torch bf16 compiled", {"backend": "torch", "dtype": "bf16", "compile": True}, args.student))
     own = sampler_defaults_of(args.teacher)
-    variants = [(f"teacher {own.scheduler} {own.steps} steps, guidance {own.guidance:g}", None,
-                 {"steps": own.steps, "guidance": own.guidance, "scheduler": own.scheduler})]
+    rescale = f", rescale {own.guidance_rescale:g}" if own.guidance_rescale else ""
+    variants = [(f"teacher {own.scheduler} {own.steps} steps, guidance {own.guidance:g}{rescale}", None,
+                 {"steps": own.steps, "guidance": own.guidance, "scheduler": own.scheduler,
+                  "guidance_rescale": own.guidance_rescale})]
     variants += [(f"student lcm {s} steps, guidance 1", "student", {"steps": int(s), "guidance": 1.0,
                                                                      "scheduler": "lcm"})
                  for s in args.student_steps.split(",")]

@@ -15,7 +15,8 @@ call, per-sample seeds):
               references at SD shapes: timed for the first time, with their largest difference; and the
               embedded model's fastest uncompiled runtime with its norms swapped for the kernel
               (``TorchBackend.use_fused_norms``) against the same runtime without.
-``student``   a distilled few-step student (``histoaug distill``; ``--student DIR``) at 1, 2, 4 and 8 LCM steps,
+``student``   a distilled few-step student (default: the embedded model's, ``default-fast``; ``--student DIR``:
+              any ``histoaug distill`` output) at 1, 2, 4 and 8 LCM steps,
               guidance 1, against its teacher, the embedded model, at the teacher's own defaults (its
               ``sampler_defaults.json``: 10 DPM-Solver++ steps, guidance 6); same runtime (torch fp16, CUDA-graphed),
               batch, labels and seeds; patches/s and the speed-up over the teacher.
@@ -710,21 +711,15 @@ def bench_fused_norms(settings: Settings, state: dict[str, Any], batch: int, dty
 STUDENT_STEPS = (1, 2, 4, 8)
 
 
-def bench_student(settings: Settings, student: Path | None, batch: int, dtype: torch.dtype) -> None:
-    """The teacher (embedded model) at its own sampler defaults, then the student at each step count, on one
-    runtime: what ``--fast``-style few-step generation gains on this device. The dry run, without a student,
-    runs the embedded model itself through the LCM sampler as a stand-in (code paths only, no quality)."""
+def bench_student(settings: Settings, student: str | Path, batch: int, dtype: torch.dtype) -> None:
+    """The teacher (embedded model) at its own sampler defaults, then the student (default: the embedded
+    model's shipped student, ``"default-fast"``) at each step count, on one runtime: what ``--fast`` gains
+    on this device."""
     import histoaug
 
     device, name = settings.device, _dtype_name(dtype)
     graphed = device.type == "cuda"
     spec = f"torch:{name}" + (":graphs" if graphed else "")
-    stand_in = student is None and settings.dry_run
-    if student is None and not stand_in:
-        settings.run_case(Case("student", f"histoaug {spec} student", name, batch, 96, status="skipped",
-                               reason="no student model: pass --student DIR (a `histoaug distill` output)"),
-                          lambda case: None)
-        return
     holder: dict[str, Any] = {}
 
     def run(case: Case, source: str | Path, steps: int | None, guidance: float | None,
@@ -757,11 +752,7 @@ def bench_student(settings: Settings, student: Path | None, batch: int, dtype: t
     settings.run_case(Case("student", f"histoaug {spec} teacher (its defaults)", name, batch, 96), teacher)
     for steps in STUDENT_STEPS:
         def few_step(case: Case, steps=steps) -> None:
-            if stand_in:
-                case.extra["stand_in"] = "stand-in (dry run): the embedded model through the LCM sampler, not a student"
-                run(case, "default", steps, 1.0, "lcm")
-            else:
-                run(case, student, steps, None, None)
+            run(case, student, steps, None, None)
             if holder.get("teacher"):
                 case.extra["speedup_vs_teacher"] = holder["teacher"] / case.seconds_median
 
@@ -880,9 +871,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="CPU, tiny sizes, 2 steps: every code path but CUDA itself (CI runs it)")
     parser.add_argument("--parts", default="embedded,sd15,student,kernels,compile",
                         help="comma list of embedded, sd15, student, kernels, compile (in that order)")
-    parser.add_argument("--student", type=Path, default=None,
-                        help="the student part's model: a `histoaug distill` output dir (default: none; the dry "
-                             "run uses a stand-in)")
+    parser.add_argument("--student", default="default-fast",
+                        help="the student part's model: a `histoaug distill` output dir (default: default-fast, "
+                             "the embedded model's shipped student)")
     parser.add_argument("--aot", action="store_true", help="with compile: histoaug's AOTInductor UNet too (slow)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (median, min, max); at least 5")
     parser.add_argument("--budget-s", type=float, default=float("inf"),

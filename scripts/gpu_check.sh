@@ -6,7 +6,7 @@
 #   bash scripts/gpu_check.sh                  # there, first call: <= 230 s (--seconds), OUT set by the tool
 #   bash scripts/gpu_check.sh --part compiled  # there, optional second call (compiles, <= 300 s), >= 7 min left
 #   bash scripts/gpu_check.sh --dry-run        # anywhere: CPU, tiny sizes, the same steps and files (CI runs it)
-#   STUDENT=DIR bash scripts/gpu_check.sh      # also time a distilled student (DIR carried) against its teacher
+#   STUDENT=DIR bash scripts/gpu_check.sh      # time another distilled student (DIR carried) than default-fast
 #
 # Steps, each stopping the run at once when it fails: (1) install the carried wheels and histoaug itself into
 # a target folder (a regular build, so histoaug.kernels / histoaug.export are mapped in), (2) import preflight
@@ -121,7 +121,7 @@ bench_s=$(( $(left) - 12 ))
 if [ "$part" = first ]; then parts=embedded,sd15,student,kernels,compile; extra=(); case_s=60
 else parts=embedded,compile; extra=(--aot); case_s=150; fi  # the eager rows again: the compiled ratios need them
 if [ "$mode" = dry ]; then extra+=(--dry-run); fi
-# the student part: STUDENT=DIR, a `histoaug distill` output carried with the tree (else it is recorded as skipped)
+# the student part: the embedded model's student (default-fast), or STUDENT=DIR (a `histoaug distill` output)
 [ -n "${STUDENT:-}" ] && extra+=(--student "$STUDENT")
 if [ "$bench_s" -gt 20 ]; then
   log "benchmark --parts $parts (limit ${bench_s} s)"

@@ -88,9 +88,9 @@ def test_dry_run_json_has_every_case_and_field(dry_run) -> None:
     fused = cases[("embedded", "histoaug torch:fp32:fused-norms", 2)]  # the torch reference on the CPU: identical
     assert fused["status"] == "ok" and fused["extra"]["psnr_vs_unfused_db"] == float("inf")
     assert fused["extra"]["swapped"]["resnet_blocks"] > 0 and fused["runtime_id"]["norms"].startswith("fused")
-    student = cases[("student", "histoaug torch:fp32 student 4 steps", 2)]  # no student here: the stand-in
+    student = cases[("student", "histoaug torch:fp32 student 4 steps", 2)]  # the shipped student, default-fast
     assert student["status"] == "ok" and student["extra"]["scheduler"] == "lcm" and student["extra"]["steps"] == 4
-    assert student["extra"]["speedup_vs_teacher"] > 0 and "stand-in" in student["extra"]["stand_in"]
+    assert student["extra"]["speedup_vs_teacher"] > 0 and student["extra"]["model"] == "default-fast"
     sd = cases[("sd15-unet-32", "histoaug torch:fp32", 2)]
     assert sd["status"] == "ok" and sd["latents_relative_error_vs_diffusers"] < 1e-4
 

@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--n", type=int, required=True, help="number of patches")
     parser.add_argument("--out", type=Path, required=True, help="output .h5 file (pcam) or folder (png)")
-    parser.add_argument("--model", default="default", help="'default' (the embedded model), 'default-fast' (its few-step "
-                        "student), a diffusers pipeline dir or an artifact dir")
+    parser.add_argument("--model", default="default",
+                        help="'default' (the embedded model), 'default-fast' (its few-step student), a diffusers "
+                        "pipeline dir or an artifact dir")
     parser.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: best available)")
     parser.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"),
@@ -107,10 +108,9 @@ def _resolve_fast_model(args: argparse.Namespace) -> None:
     """``--fast`` on the embedded model is its distilled few-step student (``--model default-fast``),
     which measured faster than deep cache at equal label fidelity (benchmarks/RESULTS.md, issue 27);
     with --deep-cache / --guidance-until given, or on any other model, it stays the deep-cache preset."""
-    from histoaug.synthesis.model_source import DEFAULT_FAST_SOURCE, DEFAULT_SOURCE, DEFAULT_STUDENT_DIR
+    from histoaug.synthesis.model_source import DEFAULT_FAST_SOURCE, DEFAULT_SOURCE
 
-    if (args.fast and str(args.model) == DEFAULT_SOURCE and args.deep_cache is None and args.guidance_until is None
-            and DEFAULT_STUDENT_DIR.is_dir()):
+    if args.fast and str(args.model) == DEFAULT_SOURCE and args.deep_cache is None and args.guidance_until is None:
         args.model, args.fast = DEFAULT_FAST_SOURCE, False
         logger.warning("--fast on the embedded model: its few-step student (--model %s)", DEFAULT_FAST_SOURCE)
 

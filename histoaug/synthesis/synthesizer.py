@@ -197,8 +197,9 @@ def load_synthesizer(source: str | Path = "default", backend: str = "auto", devi
                      *, dtype: str | None = None, compile: bool | None = None,
                      expected_patches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                      guidance: float | None = None, graphs: bool | None = None) -> Synthesizer:
-    """Open ``source`` ("default", a diffusers pipeline dir with prompts.json, or an artifact dir)
-    on ``backend`` ("auto", "torch", "onnxruntime", "tensorrt").
+    """Open ``source`` ("default", "default-fast" (the embedded model's few-step student), a diffusers
+    pipeline dir with prompts.json, or an artifact dir) on ``backend`` ("auto", "torch",
+    "onnxruntime", "tensorrt").
 
     ``dtype`` (fp32/bf16/fp16) applies to the torch backend; ONNX backends run the artifact's
     export dtype. ``compile=True`` (torch backend) runs the UNet compiled ahead of time (one compile
