@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The few-step frontier of a distilled model (issue 27): the teacher at its own default settings
-# (the embedded model: DPM-Solver++ 10 steps, guidance 6) against the student at 1, 2, 4 and 8 LCM
+# (the embedded model: DPM-Solver++ 10 steps, guidance 6, rescale 0.5) against the student at 1, 2, 4 and 8 LCM
 # steps (guidance 1), same seeds and labels, measured three ways:
 #   - `histoaug eval` against the bundled sample's valid split, with the probe settings of the
 #     committed comparison report (docs/reproduce_paper_comparison.sh): Frechet distance and PRDC
@@ -13,7 +13,7 @@
 #   OMP_NUM_THREADS=1 histoaug distill default --out runs/student --data sample \
 #       --prompts runs/prompts --steps 2000 --batch-size 32 --lr 1e-4 --checkpoint-every 250 --device cpu
 # (runs/prompts: the teacher's prompts dir, rebuilt by the model card's `prompts build` command).
-#   STUDENT=DIR   the student (default runs/student)       TEACHER=MODEL  the teacher (default: default)
+#   STUDENT=DIR   the student (default runs/student; the shipped one: default-fast)   TEACHER=MODEL  (default: default)
 #   WORK=DIR      generated files and the report (runs/eval) N=patches per set (1200)
 #   QUICK=1       `histoaug eval --quick` instead of the report's probe settings
 set -euo pipefail
