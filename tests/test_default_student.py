@@ -46,6 +46,13 @@ def test_generate_fast_on_the_embedded_model_is_the_student(tmp_path, caplog) ->
         assert int(handle.attrs["deep_cache"]) == 1 and float(handle.attrs["guidance"]) == 1.0
 
 
+def test_fast_on_the_student_samples_it_as_it_is(tmp_path) -> None:
+    out = tmp_path / "student.h5"
+    assert main(["generate", "--n", "2", "--out", str(out), "--model", "default-fast", "--fast", "--quiet"]) == 0
+    with h5py.File(out) as handle:  # no deep cache on top (which would need the torch backend)
+        assert handle.attrs["model"] == "default-fast" and int(handle.attrs["deep_cache"]) == 1
+
+
 @pytest.mark.parametrize("flags", [["--deep-cache", "2"], ["--guidance-until", "0.5"]])
 def test_explicit_fast_mode_options_keep_the_teacher(tmp_path, flags) -> None:
     out = tmp_path / "dc.h5"

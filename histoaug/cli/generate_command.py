@@ -110,9 +110,13 @@ def _resolve_fast_model(args: argparse.Namespace) -> None:
     with --deep-cache / --guidance-until given, or on any other model, it stays the deep-cache preset."""
     from histoaug.synthesis.model_source import DEFAULT_FAST_SOURCE, DEFAULT_SOURCE
 
-    if args.fast and str(args.model) == DEFAULT_SOURCE and args.deep_cache is None and args.guidance_until is None:
+    explicit = args.deep_cache is not None or args.guidance_until is not None
+    if args.fast and str(args.model) == DEFAULT_SOURCE and not explicit:
         args.model, args.fast = DEFAULT_FAST_SOURCE, False
         logger.warning("--fast on the embedded model: its few-step student (--model %s)", DEFAULT_FAST_SOURCE)
+    elif args.fast and str(args.model) == DEFAULT_FAST_SOURCE and not explicit:
+        args.fast = False  # the student is the fast path already; deep cache would only cost it quality
+        logger.warning("--fast: --model %s is the fast path already; sampling it as it is", DEFAULT_FAST_SOURCE)
 
 
 def _check_output(args: argparse.Namespace) -> None:

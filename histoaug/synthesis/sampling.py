@@ -104,6 +104,7 @@ class SamplerSettings:
 
 
 def check_guidance_rescale(value: float, option: str = "guidance_rescale") -> None:
+    """One rule for the sampler, the CLI and distillation: a fraction in [0, 1] (NaN refused)."""
     if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
         raise InvalidArgumentError(f"{option} must be a number in [0, 1], got {value!r}")
 
