@@ -13,6 +13,7 @@ from histoaug.synthesis.defaults import (
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
     SCHEDULER_NAMES,
+    check_guidance_rescale,
 )
 
 
@@ -48,8 +49,7 @@ class GenerationSettings:
             raise InvalidArgumentError(f"--guidance must be >= 1, got {self.guidance}")
         if not 0.0 < self.guidance_until <= 1.0:
             raise InvalidArgumentError(f"--guidance-until must be in (0, 1], got {self.guidance_until}")
-        if not 0.0 <= self.guidance_rescale <= 1.0:
-            raise InvalidArgumentError(f"--guidance-rescale must be in [0, 1], got {self.guidance_rescale}")
+        check_guidance_rescale(self.guidance_rescale, "--guidance-rescale")
         if self.deep_cache < 1:
             raise InvalidArgumentError(f"--deep-cache must be >= 1 (1 = off), got {self.deep_cache}")
         if self.seed < 0:

@@ -12,12 +12,22 @@ scheduler config, as ``histoaug distill`` writes): :class:`ModelSamplerDefaults`
 
 from dataclasses import dataclass
 
+from histoaug.errors import InvalidArgumentError
+
 DEFAULT_STEPS = 10  # DPM-Solver++(2M); large SD fine-tunes may want 20-25
 DEFAULT_GUIDANCE = 2.0
 # Guidance rescale (Lin et al. 2023, section 3.4; diffusers' ``guidance_rescale``): after CFG, the
 # guided noise prediction is pulled back towards the cond prediction's standard deviation by this
 # fraction. 0 = plain CFG. A model may ask for more (the embedded model: 0.5, its model card).
 DEFAULT_GUIDANCE_RESCALE = 0.0
+
+
+def check_guidance_rescale(value: float, option: str = "guidance_rescale") -> None:
+    """One rule for the sampler, ``generate``'s settings and distillation: a fraction in [0, 1] (NaN refused)."""
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise InvalidArgumentError(f"{option} must be a number in [0, 1], got {value!r}")
+
+
 DEFAULT_SCHEDULER = "dpmsolver++"
 SCHEDULER_NAMES = ("dpmsolver++", "ddim", "euler", "lcm")  # lcm: for consistency-distilled students only
 

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 
 from histoaug.errors import ArtifactError, InvalidArgumentError
-from histoaug.synthesis.defaults import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_RESCALE, DEFAULT_SCHEDULER, DEFAULT_STEPS
+from histoaug.synthesis.defaults import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_GUIDANCE_RESCALE,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    check_guidance_rescale,
+)
 from histoaug.synthesis.postprocess import PATCH_SIZE, to_uint8_patches
 from histoaug.synthesis.schedulers import SCHEDULER_NAMES, make_scheduler
 
@@ -101,12 +107,6 @@ class SamplerSettings:
     def unet_batch_factors(self) -> set[int]:
         """UNet batch / patch batch over the run: 2 for guided steps, 1 for unguided ones."""
         return {2 if step < self.guided_steps else 1 for step in range(self.steps)}
-
-
-def check_guidance_rescale(value: float, option: str = "guidance_rescale") -> None:
-    """One rule for the sampler, the CLI and distillation: a fraction in [0, 1] (NaN refused)."""
-    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise InvalidArgumentError(f"{option} must be a number in [0, 1], got {value!r}")
 
 
 def guided_noise(uncond: torch.Tensor, cond: torch.Tensor, guidance: float, rescale: float = 0.0) -> torch.Tensor:

@@ -52,9 +52,14 @@ from histoaug.data.pcam import PCam
 from histoaug.errors import ArtifactError, InvalidArgumentError, OutputWriteError
 from histoaug.prompts import PROMPTS_FILE, PromptBank
 from histoaug.synthesis.artifact_format import model_id_of, read_sampler_defaults, write_sampler_defaults
-from histoaug.synthesis.defaults import STUDENT_GUIDANCE, STUDENT_SCHEDULER, ModelSamplerDefaults
+from histoaug.synthesis.defaults import (
+    STUDENT_GUIDANCE,
+    STUDENT_SCHEDULER,
+    ModelSamplerDefaults,
+    check_guidance_rescale,
+)
 from histoaug.synthesis.model_source import resolve_source
-from histoaug.synthesis.sampling import check_guidance_rescale, guided_noise
+from histoaug.synthesis.sampling import guided_noise
 from histoaug.training.base_model import BaseModelError, load_base_pipeline
 from histoaug.training.batches import DISTILL_STREAM, PROMPT_STREAM, BatchPlan, augment, sample_generator
 from histoaug.training.checkpoints import TrainingState, load_checkpoint, save_checkpoint
